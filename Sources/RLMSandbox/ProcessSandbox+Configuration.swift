@@ -1,0 +1,96 @@
+import Foundation
+
+extension ProcessSandbox {
+    /// How a bubblewrap sandbox is built. Every limit has a safe default.
+    public struct Configuration: Sendable, Hashable {
+        /// The Python interpreter inside the sandbox. It must be outside directories the sandbox uid cannot enter
+        /// (pyenv's Python under /root is not usable). A venv works: its directory is bound read-only.
+        public var pythonPath: String
+        /// The bubblewrap binary; `nil` searches `PATH` and `/usr/bin`.
+        public var bubblewrapPath: String?
+        /// Our launcher (`rlm-sandbox-launch`); `nil` looks next to the running executable.
+        public var launcherPath: String?
+        /// The unprivileged uid/gid the sandbox runs as when the host runs as root.
+        public var sandboxUID: UInt32
+        /// See ``sandboxUID``.
+        public var sandboxGID: UInt32
+        /// Address-space limit (RLIMIT_AS) and, with headroom for the work dir, the cgroup memory limit.
+        public var memoryLimitBytes: Int
+        /// Size of the private tmpfs work dir (also RLIMIT_FSIZE).
+        public var workDirBytes: Int
+        /// Processes and threads in the sandbox's pids cgroup.
+        public var maxProcesses: Int
+        /// RLIMIT_NPROC for the sandbox uid (a backstop where cgroups are not available).
+        public var maxProcessesPerUser: Int
+        /// RLIMIT_NOFILE.
+        public var maxOpenFiles: Int
+        /// RLIMIT_CPU for the whole session, in seconds (cells have their own wall-clock timeouts).
+        public var cpuSeconds: Int
+        /// Default wall-clock limit per cell.
+        public var cellTimeout: Duration
+        /// After a timeout's interrupt, how long the cell has to stop before the sandbox is killed.
+        public var interruptGrace: Duration
+        /// How long a new sandbox may take to report ready.
+        public var startTimeout: Duration
+        /// Characters kept per stream per cell (head + tail).
+        public var outputLimit: Int
+        /// Largest frame either side may send.
+        public var maxFrameBytes: Int
+        /// Apply Landlock inside the sandbox when the kernel has it.
+        public var landlock: Bool
+        /// Install the seccomp filter.
+        public var seccomp: Bool
+        /// Put each sandbox in its own cgroup v1 memory and pids groups when the host can (root).
+        public var cgroups: Bool
+        /// Extra host paths bound read-only into the sandbox at the same path.
+        public var readOnlyBinds: [String]
+        /// Tests replace the worker with a hostile one to attack the host's side of the channel.
+        var workerSourceOverride: Data?
+
+        /// A configuration with the defaults: `/usr/bin/python3`, uid 65534, 1 GiB memory, 256 MiB work dir,
+        /// 64 processes, 30 s per cell.
+        public init(
+            pythonPath: String = "/usr/bin/python3",
+            bubblewrapPath: String? = nil,
+            launcherPath: String? = nil,
+            sandboxUID: UInt32 = 65534,
+            sandboxGID: UInt32 = 65534,
+            memoryLimitBytes: Int = 1 << 30,
+            workDirBytes: Int = 256 << 20,
+            maxProcesses: Int = 64,
+            maxProcessesPerUser: Int = 1024,
+            maxOpenFiles: Int = 256,
+            cpuSeconds: Int = 3600,
+            cellTimeout: Duration = .seconds(30),
+            interruptGrace: Duration = .seconds(2),
+            startTimeout: Duration = .seconds(15),
+            outputLimit: Int = 20_000,
+            maxFrameBytes: Int = 16 << 20,
+            landlock: Bool = true,
+            seccomp: Bool = true,
+            cgroups: Bool = true,
+            readOnlyBinds: [String] = []
+        ) {
+            self.pythonPath = pythonPath
+            self.bubblewrapPath = bubblewrapPath
+            self.launcherPath = launcherPath
+            self.sandboxUID = sandboxUID
+            self.sandboxGID = sandboxGID
+            self.memoryLimitBytes = memoryLimitBytes
+            self.workDirBytes = workDirBytes
+            self.maxProcesses = maxProcesses
+            self.maxProcessesPerUser = maxProcessesPerUser
+            self.maxOpenFiles = maxOpenFiles
+            self.cpuSeconds = cpuSeconds
+            self.cellTimeout = cellTimeout
+            self.interruptGrace = interruptGrace
+            self.startTimeout = startTimeout
+            self.outputLimit = outputLimit
+            self.maxFrameBytes = maxFrameBytes
+            self.landlock = landlock
+            self.seccomp = seccomp
+            self.cgroups = cgroups
+            self.readOnlyBinds = readOnlyBinds
+        }
+    }
+}

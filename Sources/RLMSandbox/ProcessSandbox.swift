@@ -1,0 +1,223 @@
+import Foundation
+import Glibc
+import Logging
+import Synchronization
+
+/// The process backend: each session is a Python worker inside bubblewrap, run as an unprivileged uid in fresh
+/// user/pid/net/ipc/uts/mount/cgroup namespaces with a read-only root, a private size-capped tmpfs work dir, seccomp,
+/// Landlock, rlimits and (as root) its own cgroups; the host kills the whole sandbox on timeout.
+public struct ProcessSandbox: Sandbox {
+    /// The configuration every session of this sandbox uses.
+    public var configuration: Configuration
+    private let logger: Logger
+
+    /// - Parameters:
+    ///   - configuration: limits, paths and features.
+    ///   - logger: where sandbox lifecycle events are logged (debug level).
+    public init(configuration: Configuration = Configuration(), logger: Logger = Logger(label: "rlm.sandbox")) {
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    public func startSession(handler: (any SubcallHandler)?) async throws -> any SandboxSession {
+        let plan = try LaunchPlan(configuration: configuration)
+        return try await BubblewrapSession.start(
+            plan: plan, configuration: configuration, handler: handler, logger: logger)
+    }
+}
+
+/// Resolved paths and the full command line for one sandbox.
+struct LaunchPlan: Sendable {
+    let launcherPath: String
+    let bubblewrapPath: String
+    let pythonPath: String
+    let extraReadOnly: [String]
+    let runningAsRoot: Bool
+
+    static let workDir = "/tmp"
+
+    /// The fixed start-up code: read frame 0 (the worker source) from stdin and run it.
+    static let bootstrap = """
+        import os,sys
+        def _r(n):
+            b=b''
+            while len(b)<n:
+                c=os.read(0,n-len(b))
+                if not c: raise SystemExit(3)
+                b+=c
+            return b
+        _n=int.from_bytes(_r(4),'big');_s=_r(_n).decode()
+        _g={'__name__':'rlm_worker','__builtins__':__builtins__}
+        exec(compile(_s,'<rlm-worker>','exec'),_g)
+        """
+
+    init(configuration: ProcessSandbox.Configuration) throws {
+        runningAsRoot = geteuid() == 0
+        guard let bwrap = configuration.bubblewrapPath ?? Self.findExecutable("bwrap") else {
+            throw SandboxError.setup(
+                "bubblewrap (bwrap) is not installed: install it with `apt-get install -y bubblewrap`")
+        }
+        guard access(bwrap, X_OK) == 0 else {
+            throw SandboxError.setup("bubblewrap at \(bwrap) is not executable: `apt-get install -y bubblewrap`")
+        }
+        bubblewrapPath = bwrap
+        guard let launcher = configuration.launcherPath ?? Self.defaultLauncherPath(),
+            access(launcher, X_OK) == 0
+        else {
+            throw SandboxError.setup(
+                "the sandbox launcher (rlm-sandbox-launch) was not found next to this program; "
+                    + "build it with `swift build` (it is part of this package)")
+        }
+        launcherPath = launcher
+        let python = configuration.pythonPath
+        guard access(python, X_OK) == 0 else {
+            throw SandboxError.setup(
+                "Python interpreter \(python) not found: install it with `apt-get install -y python3`, "
+                    + "or point the sandbox at another interpreter (--python)")
+        }
+        pythonPath = python
+        var binds = configuration.readOnlyBinds
+        binds.append(contentsOf: Self.interpreterBinds(python))
+        extraReadOnly = Array(Set(binds)).sorted()
+        if runningAsRoot {
+            for path in [python] + extraReadOnly {
+                if let blocker = Self.pathBlockedForOthers(path) {
+                    throw SandboxError.setup(
+                        "the sandbox runs as uid \(configuration.sandboxUID), which cannot reach \(path) "
+                            + "(\(blocker) is not searchable by others); use an interpreter outside it, "
+                            + "e.g. /usr/bin/python3 or a venv under /opt")
+                }
+            }
+        }
+    }
+
+    /// The launcher's argv: its own options, then bubblewrap and its options, then Python.
+    func arguments(
+        configuration: ProcessSandbox.Configuration, cgroups: SandboxCgroups?, bubblewrapFeatures: BubblewrapFeatures
+    ) -> [String] {
+        var launcher = [launcherPath]
+        if runningAsRoot {
+            launcher += ["--uid", "\(configuration.sandboxUID)", "--gid", "\(configuration.sandboxGID)"]
+        }
+        for dir in cgroups?.directories ?? [] { launcher += ["--cgroup", dir] }
+        launcher += [
+            "--rlimit", "as=\(configuration.memoryLimitBytes)",
+            "--rlimit", "nproc=\(configuration.maxProcessesPerUser)",
+            "--rlimit", "nofile=\(configuration.maxOpenFiles)",
+            "--rlimit", "fsize=\(configuration.workDirBytes)",
+            "--rlimit", "cpu=\(configuration.cpuSeconds)",
+            "--rlimit", "core=0",
+            "--new-keyring",
+        ]
+        if configuration.seccomp { launcher.append("--seccomp") }
+        launcher.append("--")
+
+        var bwrap = [bubblewrapPath, "--unshare-all", "--unshare-user"]
+        if bubblewrapFeatures.disableUserns { bwrap.append("--disable-userns") }
+        bwrap += [
+            "--die-with-parent", "--new-session", "--hostname", "rlm-sandbox",
+            "--ro-bind", "/usr", "/usr",
+        ]
+        for top in ["bin", "sbin", "lib", "lib32", "lib64", "libx32"] {
+            let path = "/" + top
+            if let target = try? FileManager.default.destinationOfSymbolicLink(atPath: path) {
+                bwrap += ["--symlink", target, path]
+            } else if FileManager.default.fileExists(atPath: path) {
+                bwrap += ["--ro-bind", path, path]
+            }
+        }
+        bwrap += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"]
+        for path in extraReadOnly { bwrap += ["--ro-bind", path, path] }
+        bwrap += [
+            "--proc", "/proc", "--dev", "/dev",
+            "--size", "\(configuration.workDirBytes)", "--tmpfs", Self.workDir,
+            "--chdir", Self.workDir,
+            "--clearenv",
+            "--setenv", "HOME", Self.workDir, "--setenv", "TMPDIR", Self.workDir,
+            "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "LANG", "C.UTF-8",
+            "--",
+            pythonPath, "-I", "-c", Self.bootstrap,
+        ]
+        return launcher + bwrap
+    }
+
+    /// A venv (or an interpreter installed outside /usr) must be visible inside: bind its root read-only.
+    static func interpreterBinds(_ python: String) -> [String] {
+        var binds = [String]()
+        let url = URL(fileURLWithPath: python)
+        let prefix = url.deletingLastPathComponent().deletingLastPathComponent().path
+        if FileManager.default.fileExists(atPath: prefix + "/pyvenv.cfg"), !prefix.hasPrefix("/usr/") {
+            binds.append(prefix)
+        }
+        let real = url.resolvingSymlinksInPath()
+        if !real.path.hasPrefix("/usr/") {
+            binds.append(real.deletingLastPathComponent().deletingLastPathComponent().path)
+        }
+        return binds.filter { $0 != "/" && !$0.isEmpty }
+    }
+
+    /// The first ancestor of `path` that others cannot search, if any (the sandbox uid is "other").
+    static func pathBlockedForOthers(_ path: String) -> String? {
+        var current = URL(fileURLWithPath: path).deletingLastPathComponent()
+        while current.path != "/" && !current.path.isEmpty {
+            var info = stat()
+            if stat(current.path, &info) == 0, info.st_mode & S_IXOTH == 0 { return current.path }
+            current.deleteLastPathComponent()
+        }
+        return nil
+    }
+
+    static func findExecutable(_ name: String) -> String? {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
+        let dirs = path.split(separator: ":").map(String.init) + ["/usr/bin", "/usr/local/bin", "/bin"]
+        for dir in dirs {
+            let candidate = dir + "/" + name
+            if access(candidate, X_OK) == 0 { return candidate }
+        }
+        return nil
+    }
+
+    /// `rlm-sandbox-launch` is a product of this package: it sits next to the running executable (the `rlm` binary
+    /// or the test runner).
+    static func defaultLauncherPath() -> String? {
+        guard let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") else {
+            return nil
+        }
+        var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
+        for _ in 0..<4 {
+            let candidate = dir.appendingPathComponent("rlm-sandbox-launch").path
+            if access(candidate, X_OK) == 0 { return candidate }
+            dir.deleteLastPathComponent()
+        }
+        return nil
+    }
+}
+
+/// What the installed bubblewrap supports (read once per binary).
+struct BubblewrapFeatures: Sendable {
+    var disableUserns: Bool
+
+    private static let cache = Mutex<[String: BubblewrapFeatures]>([:])
+
+    static func probe(_ bwrap: String) -> BubblewrapFeatures {
+        if let known = cache.withLock({ $0[bwrap] }) { return known }
+        let help = (try? runCapturing([bwrap, "--help"])) ?? ""
+        let features = BubblewrapFeatures(disableUserns: help.contains("--disable-userns"))
+        cache.withLock { $0[bwrap] = features }
+        return features
+    }
+}
+
+/// Runs a short helper command and returns its stdout+stderr (used for version probes only).
+func runCapturing(_ argv: [String]) throws -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: argv[0])
+    process.arguments = Array(argv.dropFirst())
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return String(decoding: data, as: UTF8.self)
+}

@@ -1,0 +1,205 @@
+import CRLMSystem
+import Dispatch
+import Foundation
+import Glibc
+import Synchronization
+
+/// A child process with pipes on its stdin, stdout and stderr, killed and reaped exactly once.
+final class ChildProcess: Sendable {
+    let pid: pid_t
+    /// Host end of the child's stdin (write).
+    let stdinFD: Int32
+    /// Host end of the child's stdout (read).
+    let stdoutFD: Int32
+    /// Host end of the child's stderr (read, non-blocking).
+    let stderrFD: Int32
+
+    private struct State {
+        var exitStatus: Int32?
+        var reaping = false
+        var waiters: [CheckedContinuation<Int32, Never>] = []
+    }
+    private let state = Mutex(State())
+
+    private init(pid: pid_t, stdinFD: Int32, stdoutFD: Int32, stderrFD: Int32) {
+        self.pid = pid
+        self.stdinFD = stdinFD
+        self.stdoutFD = stdoutFD
+        self.stderrFD = stderrFD
+    }
+
+    /// Starts `path` with `arguments` (argv[0] included) and an explicit environment.
+    ///
+    /// Every descriptor the host creates is close-on-exec, so only the three pipes reach the child; the launcher also
+    /// closes everything above 2 before it execs the sandbox.
+    static func spawn(path: String, arguments: [String], environment: [String]) throws -> ChildProcess {
+        // The launcher arms PR_SET_PDEATHSIG, which fires when the *thread* that spawned it exits, so spawn from one
+        // thread that lives as long as the process, never from a pool thread that may be retired.
+        try SpawnThread.shared.run { try spawnHere(path: path, arguments: arguments, environment: environment) }
+    }
+
+    private static func spawnHere(path: String, arguments: [String], environment: [String]) throws -> ChildProcess {
+        var stdinPipe: [Int32] = [-1, -1]
+        var stdoutPipe: [Int32] = [-1, -1]
+        var stderrPipe: [Int32] = [-1, -1]
+        guard crlm_pipe_cloexec(&stdinPipe) == 0 else { throw SandboxError.setup("pipe2 failed: \(errnoText())") }
+        guard crlm_pipe_cloexec(&stdoutPipe) == 0 else {
+            closeAll(stdinPipe)
+            throw SandboxError.setup("pipe2 failed: \(errnoText())")
+        }
+        guard crlm_pipe_cloexec(&stderrPipe) == 0 else {
+            closeAll(stdinPipe + stdoutPipe)
+            throw SandboxError.setup("pipe2 failed: \(errnoText())")
+        }
+
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, stdinPipe[0], 0)
+        posix_spawn_file_actions_adddup2(&actions, stdoutPipe[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, stderrPipe[1], 2)
+
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var noSignals = sigset_t()
+        sigemptyset(&noSignals)
+        posix_spawnattr_setsigmask(&attributes, &noSignals)
+        var allSignals = sigset_t()
+        sigfillset(&allSignals)
+        posix_spawnattr_setsigdefault(&attributes, &allSignals)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+
+        let argv = arguments.map { strdup($0) } + [nil]
+        let envp = environment.map { strdup($0) } + [nil]
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
+        }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, path, &actions, &attributes, argv, envp)
+        closeAll([stdinPipe[0], stdoutPipe[1], stderrPipe[1]])
+        guard rc == 0 else {
+            closeAll([stdinPipe[1], stdoutPipe[0], stderrPipe[0]])
+            throw SandboxError.setup("cannot start \(path): \(String(cString: strerror(rc)))")
+        }
+        _ = fcntl(stderrPipe[0], F_SETFL, fcntl(stderrPipe[0], F_GETFL) | O_NONBLOCK)
+        return ChildProcess(pid: pid, stdinFD: stdinPipe[1], stdoutFD: stdoutPipe[0], stderrFD: stderrPipe[0])
+    }
+
+    /// Sends SIGKILL unless the process was already reaped (so a recycled pid is never hit).
+    func kill() {
+        state.withLock { state in
+            if state.exitStatus == nil { _ = Glibc.kill(pid, SIGKILL) }
+        }
+    }
+
+    /// Waits for the process to exit and returns its raw wait status. Safe to call from several tasks.
+    func waitForExit() async -> Int32 {
+        await withCheckedContinuation { continuation in
+            let startReaper: Bool = state.withLock { state in
+                if let status = state.exitStatus {
+                    continuation.resume(returning: status)
+                    return false
+                }
+                state.waiters.append(continuation)
+                defer { state.reaping = true }
+                return !state.reaping
+            }
+            guard startReaper else { return }
+            let pid = pid
+            DispatchQueue.global().async {
+                var status: Int32 = 0
+                while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+                let waiters = self.state.withLock { state in
+                    state.exitStatus = status
+                    defer { state.waiters = [] }
+                    return state.waiters
+                }
+                waiters.forEach { $0.resume(returning: status) }
+            }
+        }
+    }
+
+    /// Whatever the child wrote to stderr so far (at most `limit` bytes), read without blocking.
+    func drainStderr(limit: Int = 64 << 10) -> String {
+        var collected = [UInt8]()
+        var buffer = [UInt8](repeating: 0, count: 8192)
+        while collected.count < limit {
+            let n = read(stderrFD, &buffer, buffer.count)
+            if n <= 0 { break }
+            collected.append(contentsOf: buffer[0..<n])
+        }
+        return String(decoding: collected.prefix(limit), as: UTF8.self)
+    }
+
+    /// Closes the stderr descriptor (the channel closes the other two).
+    func closeStderr() {
+        _ = close(stderrFD)
+    }
+
+    private static func closeAll(_ fds: [Int32]) {
+        for fd in fds where fd >= 0 { _ = close(fd) }
+    }
+}
+
+/// Describes a raw wait status: "exit status 3", "killed by signal 9".
+func describeWaitStatus(_ status: Int32) -> String {
+    let signal = status & 0x7f
+    if signal == 0 { return "exit status \((status >> 8) & 0xff)" }
+    return "killed by signal \(signal)"
+}
+
+func errnoText() -> String {
+    String(cString: strerror(errno))
+}
+
+/// A value shared between tasks, behind a lock.
+final class Locked<Value: Sendable>: Sendable {
+    private let mutex: Mutex<Value>
+
+    init(_ value: Value) { mutex = Mutex(value) }
+
+    var value: Value { mutex.withLock { $0 } }
+
+    func set(_ value: Value) { mutex.withLock { $0 = value } }
+
+    func withLock<R: Sendable>(_ body: (inout Value) -> R) -> R { mutex.withLock { body(&$0) } }
+}
+
+/// A thread that never exits, on which every sandbox is spawned (see ``ChildProcess/spawn(path:arguments:environment:)``).
+final class SpawnThread: @unchecked Sendable {
+    static let shared = SpawnThread()
+
+    private let condition = NSCondition()
+    private var jobs: [() -> Void] = []
+
+    private init() {
+        let thread = Thread { [self] in
+            while true {
+                condition.lock()
+                while jobs.isEmpty { condition.wait() }
+                let job = jobs.removeFirst()
+                condition.unlock()
+                job()
+            }
+        }
+        thread.name = "rlm-sandbox-spawner"
+        thread.start()
+    }
+
+    /// Runs `body` on the spawner thread and waits for it.
+    func run<T>(_ body: @escaping () throws -> T) throws -> T {
+        let done = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) var result: Result<T, any Error>?
+        condition.lock()
+        jobs.append {
+            result = Result { try body() }
+            done.signal()
+        }
+        condition.signal()
+        condition.unlock()
+        done.wait()
+        return try result!.get()
+    }
+}

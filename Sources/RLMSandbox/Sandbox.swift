@@ -1,0 +1,92 @@
+import Foundation
+
+/// A place to run model-written Python: starts isolated REPL sessions.
+public protocol Sandbox: Sendable {
+    /// Starts a fresh session: a new isolated worker with an empty namespace.
+    /// - Parameter handler: answers `llm_query`, `llm_query_batched` and `rlm_query` from the session's code;
+    ///   `nil` makes those calls raise in the REPL.
+    /// - Returns: the running session. Call ``SandboxSession/shutdown()`` when done, or use
+    ///   ``Sandbox/withSession(handler:_:)``.
+    func startSession(handler: (any SubcallHandler)?) async throws -> any SandboxSession
+}
+
+/// One running REPL: state persists across cells until it is shut down or killed.
+public protocol SandboxSession: AnyObject, Sendable {
+    /// Runs one cell.
+    /// - Parameters:
+    ///   - code: Python source.
+    ///   - timeout: wall-clock limit; past it the cell is interrupted (state kept) and, if it does not stop within
+    ///     the grace period, the sandbox is killed (state lost). `nil` uses the configured default.
+    /// - Returns: the cell's output and outcome. Timeouts and memory kills are outcomes, not thrown errors.
+    /// - Throws: ``SandboxError`` when the session is over, busy, or the worker broke the protocol.
+    func run(_ code: String, timeout: Duration?) async throws -> CellResult
+
+    /// Loads a context into the REPL under `name` (bound lazily the first time code mentions it).
+    /// - Parameters:
+    ///   - context: the text, documents or JSON.
+    ///   - name: the variable name, a Python identifier.
+    func loadContext(_ context: ContextValue, name: String) async throws
+
+    /// Reads `str()` of a variable from the REPL, or `nil` when there is no such variable.
+    /// - Parameter name: the variable's name.
+    func variable(named name: String) async throws -> VariableValue?
+
+    /// Raises `KeyboardInterrupt` in the running cell, if there is one (the REPL state is kept).
+    func interrupt() async
+
+    /// Whether the worker is still alive (not killed, not shut down).
+    var isAlive: Bool { get async }
+
+    /// Information about the running worker and the isolation in force.
+    var info: SessionInfo { get async }
+
+    /// Kills the sandbox and everything in it. Safe to call twice.
+    func shutdown() async
+}
+
+/// What a session reports about itself.
+public struct SessionInfo: Sendable, Hashable {
+    /// The Python version inside.
+    public var pythonVersion: String
+    /// Landlock status as the worker saw it: `enforced abi N`, `unsupported`, `failed: …` or `disabled`.
+    public var landlock: String
+    /// Whether the sandbox is in its own cgroups (memory and pids limits enforced by the kernel).
+    public var cgroups: Bool
+    /// The uid the sandbox runs as on the host.
+    public var hostUID: UInt32
+}
+
+extension SandboxSession {
+    /// Runs one cell with the configured default timeout.
+    /// - Parameter code: Python source.
+    public func run(_ code: String) async throws -> CellResult {
+        try await run(code, timeout: nil)
+    }
+
+    /// Loads a context as the variable `context`.
+    /// - Parameter context: the text, documents or JSON.
+    public func loadContext(_ context: ContextValue) async throws {
+        try await loadContext(context, name: "context")
+    }
+}
+
+extension Sandbox {
+    /// Runs `body` with a fresh session and always shuts the session down afterwards, even on error or cancellation.
+    /// - Parameters:
+    ///   - handler: answers sub-calls from the session's code.
+    ///   - body: what to do with the session.
+    public func withSession<T: Sendable>(
+        handler: (any SubcallHandler)? = nil,
+        _ body: (any SandboxSession) async throws -> T
+    ) async throws -> T {
+        let session = try await startSession(handler: handler)
+        do {
+            let value = try await body(session)
+            await session.shutdown()
+            return value
+        } catch {
+            await session.shutdown()
+            throw error
+        }
+    }
+}

@@ -1,0 +1,1106 @@
+# SwiftRLM sandbox worker: a persistent Python REPL driven over the framed channel described in docs/CHANNEL.md.
+#
+# The host's BOOTSTRAP reads frame 0 (this source) from fd 0 and executes it as module `rlm_worker` with filename
+# `<rlm-worker>`. From then on fd 0 carries host -> worker frames and fd 1 carries worker -> host frames. Every frame is
+# a 4-byte big-endian length followed by a UTF-8 JSON object.
+#
+# Threads: the main thread runs cells (and all other requests, in order). A reader thread owns the inbound channel:
+# it hands `subcall_result` frames to the waiting sub-call, turns `interrupt` into SIGINT for the main thread while a
+# cell runs, exits on `shutdown`/EOF, and queues everything else for the main thread. A drain thread empties the two
+# capture pipes behind fds 1 and 2, keeping only a bounded head and tail per stream and per cell.
+#
+# Standard library only, and only cheap modules at start: the host wants a cold start close to `python3 -c pass`, so
+# `_thread`, `_signal` and `_json` are used instead of `threading`, `signal` and `json` (each of those pulls in `enum`,
+# `re` or `functools`); `traceback`/`linecache` are imported on the first error and `ctypes` only for Landlock.
+
+import os
+import sys
+import _thread
+import _signal
+import _ast
+import binascii
+import itertools
+import select
+from time import perf_counter as _clock
+
+try:
+    from _queue import SimpleQueue as _SimpleQueue
+except ImportError:  # pragma: no cover - CPython always has _queue
+    from queue import SimpleQueue as _SimpleQueue
+
+_WORKER_FILE = '<rlm-worker>'
+_exit = os._exit      # bound early: user code shares the os module and may rebind its names
+_getpid = os.getpid
+_MAIN_PID = _getpid()
+_MAIN_TID = _thread.get_ident()
+_DEFAULT_OUTPUT_LIMIT = 20000
+_DEFAULT_MAX_FRAME = 16 * 1024 * 1024
+_MIN_MAX_FRAME = 65536
+_PyCF_ONLY_AST = 0x400
+_CUT_NOTE = '\n... [truncated to fit the channel frame limit]'
+_BUILTIN_NAMES = frozenset(
+    ('llm_query', 'llm_query_batched', 'rlm_query', 'FINAL', 'FINAL_VAR', 'SHOW_VARS', 'answer'))
+_CONTEXT_KINDS = ('str', 'list', 'json')
+_HOST_TYPES = frozenset(
+    ('init', 'exec', 'context', 'get_var', 'subcall_result', 'interrupt', 'shutdown'))
+
+# Mutable state lives in one-element lists so the signal handler and helper threads see updates without `global`.
+_MAX_FRAME = [_DEFAULT_MAX_FRAME]
+_OUTPUT_LIMIT = [_DEFAULT_OUTPUT_LIMIT]
+_ACTIVE = [False]      # user code of a cell is running on the main thread: SIGINT raises KeyboardInterrupt
+_DEFER = [0]           # main thread is writing a frame: hold a KeyboardInterrupt until the frame is complete
+_PEND_INT = [False]    # an interrupt arrived while deferred
+_CELL_OPEN = [False]   # between the start of an exec and its result: sub-calls are allowed
+_FINAL = [None]        # the current cell's final answer
+_CELL_NO = [0]
+
+_CHAN_IN = -1          # host -> worker
+_CHAN_OUT = -1         # worker -> host
+_DIAG = -1             # the original fd 2, for the worker's own fatal diagnostics
+_SEND_LOCK = _thread.allocate_lock()
+_QUEUE = _SimpleQueue()
+_PENDING = {}          # sub-call id -> [lock held until the reply arrives, reply]
+_ABANDONED = set()     # sub-call ids whose caller was interrupted: a late reply is dropped
+_SUB_IDS = itertools.count(1)
+_NS = {}               # the REPL namespace
+_CTX_PENDING = {}      # context name -> (kind, path, error or None), bound lazily
+_CTX_INFLIGHT = {}     # context request id -> [name, kind, path, next seq, file or None, error or None]
+_CTX_COUNTER = itertools.count(1)
+_SOURCES = {}          # cell filename -> source, for tracebacks
+_WORK_DIR = ['.']
+_LC_SYNCED = [False]
+_INT_LOCK = _thread.allocate_lock()
+_INT_EARLY = [False]   # an interrupt for an exec that has not started yet
+_EXECS_QUEUED = [0]    # exec requests queued by the reader
+_EXECS_DONE = [0]      # number of the last cell whose user code has ended (cells count from 1)
+
+
+class ContextError(Exception):
+    """A context sent by the host could not be stored or parsed."""
+
+
+class _ProtocolError(Exception):
+    pass
+
+
+# ----------------------------------------------------------------------------------------------------------- JSON
+
+def _setup_json():
+    # The C accelerator of the json package, used directly: importing `json` costs more than the rest of start-up
+    # (it imports `re` and `enum`). Falls back to the json package when `_json` is missing or differs.
+    try:
+        import _json
+
+        class _Ctx:
+            strict = True
+            object_hook = None
+            object_pairs_hook = None
+            parse_float = float
+            parse_int = int
+            memo = None
+
+            @staticmethod
+            def parse_constant(name):
+                raise ValueError('invalid JSON constant ' + name)
+
+        scan = _json.make_scanner(_Ctx())
+
+        def _default(o):
+            raise TypeError(f'Object of type {type(o).__name__} is not JSON serializable')
+
+        enc = _json.make_encoder(None, _default, _json.encode_basestring, None, ':', ',', False, False, False)
+
+        def dumps(obj):
+            return ''.join(enc(obj, 0))
+
+        def checked_dumps(obj):
+            # Circular references are detected (markers dict); used for user-supplied values.
+            e = _json.make_encoder({}, _default, _json.encode_basestring, None, ':', ',', False, False, False)
+            return ''.join(e(obj, 0))
+
+        ws = ' \t\n\r'
+
+        def loads(s):
+            s = s.strip(ws)
+            try:
+                obj, end = scan(s, 0)
+            except StopIteration as e:
+                raise ValueError(f'Expecting value at char {e.value}') from None
+            if end != len(s):
+                raise ValueError(f'Extra data at char {end}')
+            return obj
+
+        if loads(dumps({'a': [1, 2.5, 'x\u00e9', None, True]})) != {'a': [1, 2.5, 'x\u00e9', None, True]}:
+            raise ValueError('self-check failed')
+        return dumps, checked_dumps, loads
+    except Exception:
+        import json
+
+        def dumps(obj):
+            return json.dumps(obj, ensure_ascii=False, separators=(',', ':'), allow_nan=False)
+
+        return dumps, dumps, json.loads
+
+
+_dumps, _checked_dumps, _loads = _setup_json()
+
+
+def _encode(msg):
+    s = _dumps(msg)
+    try:
+        return s.encode('utf-8')
+    except UnicodeEncodeError:
+        # Lone surrogates (from str() of user objects) are not UTF-8: the host must get valid UTF-8 JSON.
+        return s.encode('utf-8', 'replace')
+
+
+# -------------------------------------------------------------------------------------------------------- channel
+
+class _FrameReader:
+    def __init__(self, fd):
+        self.fd = fd
+        self.buf = bytearray()
+
+    def _fill(self, want):
+        try:
+            chunk = os.read(self.fd, min(max(want, 262144), 1 << 20))
+        except OSError:
+            chunk = b''
+        if not chunk:
+            _exit(0)  # the host closed the channel
+        self.buf += chunk
+
+    def frame(self):
+        buf = self.buf
+        while len(buf) < 4:
+            self._fill(4 - len(buf))
+        n = int.from_bytes(buf[:4], 'big')
+        if n > _MAX_FRAME[0]:
+            raise _ProtocolError(f'host frame of {n} bytes exceeds the frame cap {_MAX_FRAME[0]}')
+        need = 4 + n
+        while len(buf) < need:
+            self._fill(need - len(buf))
+        payload = bytes(buf[4:need])
+        del buf[:need]
+        try:
+            msg = _loads(payload.decode('utf-8'))
+        except Exception as e:
+            raise _ProtocolError(f'host frame is not UTF-8 JSON: {e}') from None
+        if type(msg) is not dict:
+            raise _ProtocolError('host frame is not a JSON object')
+        t = msg.get('type')
+        if t not in _HOST_TYPES:
+            raise _ProtocolError(f'unknown host frame type {t!r}')
+        if t not in ('interrupt', 'shutdown') and type(msg.get('id')) is not str:
+            raise _ProtocolError(f'{t} frame without a string id')
+        return msg
+
+
+def _write_all(data):
+    mv = memoryview(data)
+    while mv:
+        try:
+            n = os.write(_CHAN_OUT, mv)
+        except BrokenPipeError:
+            _exit(0)  # the host is gone
+        mv = mv[n:]
+
+
+def _send_bytes(payload, for_subcall=False):
+    """Writes one frame. Frames never interleave (lock); an interrupt on the main thread is held back until the frame
+    is complete so that the channel never carries half a frame. Returns False when `for_subcall` and no cell is open."""
+    main = _thread.get_ident() == _MAIN_TID
+    if main:
+        _DEFER[0] += 1
+    try:
+        with _SEND_LOCK:
+            if for_subcall and not _CELL_OPEN[0]:
+                return False
+            _write_all(len(payload).to_bytes(4, 'big') + payload)
+            return True
+    finally:
+        if main:
+            _DEFER[0] -= 1
+            if _PEND_INT[0] and not _DEFER[0]:
+                _PEND_INT[0] = False
+                if _ACTIVE[0]:
+                    raise KeyboardInterrupt
+
+
+def _fit(msg, fields):
+    """Encodes `msg`, cutting the largest of `fields` ((container, key) pairs holding str or None) until the frame fits
+    the cap. Returns None if it cannot fit."""
+    cap = _MAX_FRAME[0]
+    note = _CUT_NOTE
+    b = _encode(msg)
+    for _ in range(16):
+        over = len(b) - cap
+        if over <= 0:
+            return b
+        best = None
+        best_len = -1
+        for c, k in fields:
+            v = c.get(k)
+            if type(v) is str and len(v) > best_len:
+                best, best_len = (c, k), len(v)
+        if best is None or best_len <= len(note):
+            return None
+        c, k = best
+        s = c[k]
+        base = s[:-len(note)] if s.endswith(note) else s
+        enc_len = len(_encode(base))
+        keep = enc_len - over - len(note) * 6 - 16
+        c[k] = base[:int(len(base) * keep / enc_len)] + note if keep > 0 else note
+        b = _encode(msg)
+    return b if len(b) <= cap else None
+
+
+def _diag(text):
+    try:
+        if _DIAG >= 0:
+            os.write(_DIAG, ('rlm_worker: ' + text + '\n').encode('utf-8', 'replace'))
+    except OSError:
+        pass
+
+
+def _fatal(message, code=2):
+    """The worker cannot go on: tell the host (if the channel is intact) and exit."""
+    if _getpid() != _MAIN_PID:
+        _exit(1)
+    _diag('fatal: ' + message)
+    try:
+        payload = _encode({'type': 'fatal', 'message': message[:4000]})
+        if _CHAN_OUT >= 0 and _SEND_LOCK.acquire(True, 2.0):
+            _write_all(len(payload).to_bytes(4, 'big') + payload)
+    except BaseException:
+        pass
+    _exit(code)
+
+
+# -------------------------------------------------------------------------------------------------------- capture
+
+_R_OUT = _R_ERR = _W_OUT = _W_ERR = _NULL = _CTL_R = _CTL_W = -1
+_CAPTURED = [None]
+_DRAINED = _thread.allocate_lock()  # held; the drain thread releases it once per cell end
+_DRAINED.acquire()
+_CONT = bytes(range(0x80, 0xC0))  # UTF-8 continuation bytes
+
+
+class _Stream:
+    __slots__ = ('head', 'tail', 'dropped', 'full', 'hb', 'tb')
+
+    def __init__(self, limit):
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.dropped = 0      # characters thrown away between head and tail
+        self.full = False     # head complete: further bytes go to the tail
+        self.hb = 4 * limit + 8   # enough bytes for `limit` characters of valid UTF-8
+        self.tb = 4 * limit + 8
+
+    def feed(self, data):
+        if not self.full:
+            room = self.hb - len(self.head)
+            if len(data) <= room:
+                self.head += data
+                return
+            cut = room
+            while cut > 0 and (data[cut] & 0xC0) == 0x80:
+                cut -= 1
+            self.head += data[:cut]
+            data = data[cut:]
+            self.full = True
+        tail = self.tail
+        tail += data
+        if len(tail) > 2 * self.tb:
+            cut = len(tail) - self.tb
+            n = len(tail)
+            while cut < n and (tail[cut] & 0xC0) == 0x80:
+                cut += 1
+            self.dropped += len(bytes(tail[:cut]).translate(None, _CONT))
+            del tail[:cut]
+
+    def render(self, limit):
+        h = limit // 2
+        t = limit - h
+        if not self.dropped:
+            if not self.tail:
+                text = self.head.decode('utf-8', 'replace')
+            else:
+                text = (self.head + self.tail).decode('utf-8', 'replace')
+            if len(text) <= limit:
+                return text
+            return text[:h] + f'\n... [{len(text) - limit} characters cut] ...\n' + text[len(text) - t:]
+        ht = self.head.decode('utf-8', 'replace')
+        tt = self.tail.decode('utf-8', 'replace')
+        total = len(ht) + self.dropped + len(tt)
+        return ht[:h] + f'\n... [{total - h - t} characters cut] ...\n' + tt[len(tt) - t:]
+
+
+def _drain_loop():
+    _signal.pthread_sigmask(_signal.SIG_BLOCK, [_signal.SIGINT])
+    limit = _OUTPUT_LIMIT[0]
+    streams = {_R_OUT: _Stream(limit), _R_ERR: _Stream(limit)}
+    poller = select.poll()
+    for fd in (_R_OUT, _R_ERR, _CTL_R):
+        poller.register(fd, select.POLLIN)
+    read = os.read
+    while True:
+        for fd, _ev in poller.poll():
+            if fd == _CTL_R:
+                read(_CTL_R, 64)
+                for rfd in (_R_OUT, _R_ERR):
+                    st = streams[rfd]
+                    # Until EAGAIN, but bounded: a background process flooding the pipe must not stall the cell.
+                    for _ in range(256):
+                        try:
+                            chunk = read(rfd, 65536)
+                        except BlockingIOError:
+                            break
+                        except OSError:
+                            break
+                        if not chunk:
+                            break
+                        st.feed(chunk)
+                _CAPTURED[0] = (streams[_R_OUT], streams[_R_ERR])
+                streams = {_R_OUT: _Stream(limit), _R_ERR: _Stream(limit)}
+                _DRAINED.release()
+            else:
+                try:
+                    chunk = read(fd, 65536)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    chunk = b''
+                if chunk:
+                    streams[fd].feed(chunk)
+                else:
+                    poller.unregister(fd)  # all write ends gone (user closed them): avoid a busy loop
+
+
+def _drain_thread():
+    try:
+        _drain_loop()
+    except BaseException as e:
+        _fatal(f'output drain thread failed: {type(e).__name__}: {e}')
+
+
+def _flush_std():
+    for s in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            s.flush()
+        except BaseException:
+            pass
+
+
+def _collect_output():
+    """Ends the cell's capture: returns (stdout, stderr) cut to the output limit."""
+    _flush_std()
+    os.write(_CTL_W, b'.')
+    _DRAINED.acquire()
+    out, err = _CAPTURED[0]
+    _CAPTURED[0] = None
+    limit = _OUTPUT_LIMIT[0]
+    return out.render(limit), err.render(limit)
+
+
+def _fix_std_fds():
+    # Each cell starts with fd 0 on /dev/null and fds 1/2 on the capture pipes, whatever the last cell did to them.
+    os.dup2(_NULL, 0)
+    os.dup2(_W_OUT, 1)
+    os.dup2(_W_ERR, 2)
+    for name, fd, mode in (('stdin', 0, 'r'), ('stdout', 1, 'w'), ('stderr', 2, 'w')):
+        s = getattr(sys, name, None)
+        try:
+            ok = s is not None and not s.closed
+        except BaseException:
+            ok = True  # a user object without `closed`: the user's choice
+        if not ok:
+            setattr(sys, name, _open_std(fd, mode))
+
+
+def _open_std(fd, mode):
+    return open(fd, mode, encoding='utf-8', errors='backslashreplace', closefd=False,
+                buffering=1 if mode == 'w' else -1)
+
+
+# ------------------------------------------------------------------------------------------------------- children
+
+def _after_fork_child():
+    # A forked child (e.g. a fork bomb) must never reach the channel.
+    global _CHAN_IN, _CHAN_OUT, _DIAG
+    for fd in (_CHAN_IN, _CHAN_OUT, _DIAG, _R_OUT, _R_ERR, _CTL_R, _CTL_W):
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    _CHAN_IN = _CHAN_OUT = _DIAG = -1
+
+
+def _child_exit():
+    _flush_std()
+    _exit(1)
+
+
+# -------------------------------------------------------------------------------------------------------- signals
+
+def _on_sigint(signum, frame):
+    if _ACTIVE[0]:
+        if _DEFER[0]:
+            _PEND_INT[0] = True
+        else:
+            raise KeyboardInterrupt
+
+
+# ------------------------------------------------------------------------------------------------------ sub-calls
+
+def _subcall(what, fields):
+    if _getpid() != _MAIN_PID:
+        raise RuntimeError(f'{what} is not available in a forked child process')
+    sid = f'w{next(_SUB_IDS)}'
+    msg = {'type': 'subcall', 'id': sid, 'call': what}
+    msg.update(fields)
+    payload = _encode(msg)
+    if len(payload) > _MAX_FRAME[0]:
+        raise ValueError(f'{what}: request of {len(payload)} bytes exceeds the channel frame limit '
+                         f'of {_MAX_FRAME[0]} bytes; send less text')
+    slot = [_thread.allocate_lock(), None]
+    slot[0].acquire()
+    _PENDING[sid] = slot
+    try:
+        if not _send_bytes(payload, for_subcall=True):
+            del _PENDING[sid]
+            raise RuntimeError(f'{what} can only be called while a cell is running (not from a thread that '
+                               f'outlives its cell)')
+        slot[0].acquire()
+    except BaseException:
+        if _PENDING.pop(sid, None) is not None:
+            _ABANDONED.add(sid)
+        raise
+    reply = slot[1]
+    if reply.get('ok'):
+        return reply.get('value')
+    raise RuntimeError(reply.get('error') or f'{what} failed')
+
+
+def _check_model(what, model):
+    if model is not None and type(model) is not str:
+        raise TypeError(f'{what}: model must be a str or None, not {type(model).__name__}')
+
+
+def llm_query(prompt, model=None):
+    """Asks a sub-model one question and returns its answer (str)."""
+    if not isinstance(prompt, str):
+        raise TypeError(f'llm_query: prompt must be a str, not {type(prompt).__name__}')
+    _check_model('llm_query', model)
+    return _subcall('llm_query', {'prompt': str(prompt), 'model': model})
+
+
+def llm_query_batched(prompts, model=None):
+    """Asks a sub-model several questions concurrently; returns the answers (list of str) in order."""
+    if not isinstance(prompts, (list, tuple)):
+        raise TypeError(f'llm_query_batched: prompts must be a list of str, not {type(prompts).__name__}')
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str):
+            raise TypeError(f'llm_query_batched: prompts[{i}] must be a str, not {type(p).__name__}')
+    _check_model('llm_query_batched', model)
+    if not prompts:
+        return []
+    return _subcall('llm_query_batched', {'prompts': [str(p) for p in prompts], 'model': model})
+
+
+def rlm_query(prompt, context=None):
+    """Runs a child RLM (one level deeper) on `prompt` with an optional JSON-serializable `context`; returns str."""
+    if not isinstance(prompt, str):
+        raise TypeError(f'rlm_query: prompt must be a str, not {type(prompt).__name__}')
+    if context is not None:
+        try:
+            _checked_dumps(context)
+        except (TypeError, ValueError, RecursionError) as e:
+            raise TypeError(f'rlm_query: context must be JSON-serializable (str, list, dict, numbers, bool, None): '
+                            f'{e}') from None
+    return _subcall('rlm_query', {'prompt': str(prompt), 'model': None, 'context': context})
+
+
+# -------------------------------------------------------------------------------------------------- final answers
+
+def FINAL(value):
+    """Sets the final answer of the run to str(value)."""
+    _FINAL[0] = str(value)
+
+
+def _user_var_names():
+    return sorted(k for k in _NS if not k.startswith('_') and k not in _BUILTIN_NAMES)
+
+
+def FINAL_VAR(name):
+    """Sets the final answer of the run to str() of the variable called `name`."""
+    if not isinstance(name, str):
+        # Lenient: FINAL_VAR(result) with the value itself.
+        _FINAL[0] = str(name)
+        return
+    key = name.strip().strip('\'"').strip()
+    if key not in _NS and key in _CTX_PENDING:
+        _load_context(key)
+    if key not in _NS:
+        names = _user_var_names()
+        raise NameError(f'FINAL_VAR: no variable named {key!r}; variables: '
+                        + (', '.join(names) if names else '(none)'))
+    _FINAL[0] = str(_NS[key])
+
+
+class _Listing(str):
+    """The text SHOW_VARS printed; not echoed again as a cell's last expression."""
+
+    def __repr__(self):
+        return str.__str__(self)
+
+
+def _describe(v):
+    t = type(v).__name__
+    if isinstance(v, (str, bytes, list, tuple, dict, set, frozenset)):
+        return f'{t} (len {len(v)})'
+    return t
+
+
+def SHOW_VARS():
+    """Prints and returns the user variables and their types."""
+    lines = []
+    for k in _user_var_names():
+        try:
+            lines.append(f'  {k}: {_describe(_NS[k])}')
+        except Exception:
+            lines.append(f'  {k}: ?')
+    for k, (kind, _path, _err) in sorted(_CTX_PENDING.items()):
+        if k not in _NS:
+            lines.append(f'  {k}: {"dict/list/..." if kind == "json" else kind} (not loaded yet: it loads when a cell '
+                         f'mentions {k})')
+    text = _Listing('Variables:\n' + '\n'.join(sorted(lines)) if lines else 'No user variables.')
+    print(text)
+    return text
+
+
+# ------------------------------------------------------------------------------------------------------- contexts
+
+def _load_context(name):
+    # The entry stays pending until the value is bound: an interrupted or failed load can be retried.
+    kind, path, err = _CTX_PENDING[name]
+    if err is not None:
+        raise ContextError(f'context {name!r} could not be stored: {err}')
+    try:
+        with open(path, 'rb') as f:
+            data = f.read()
+    except OSError as e:
+        raise ContextError(f'context {name!r} could not be read: {e}') from None
+    if kind == 'str':
+        value = data.decode('utf-8', 'replace')
+    else:
+        try:
+            value = _loads(data.decode('utf-8-sig'))
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
+            raise ContextError(f'context {name!r} is not valid JSON: {e}') from None
+        if kind == 'list' and not (type(value) is list and all(type(x) is str for x in value)):
+            raise ContextError(f'context {name!r} of kind "list" must be a JSON array of strings')
+    del data
+    _NS[name] = value
+    del _CTX_PENDING[name]
+    try:
+        os.unlink(path)  # the value lives in memory now; the sandbox's tmpfs is small
+    except OSError:
+        pass
+
+
+def _on_context(m):
+    rid = m['id']
+    name, kind, seq, last, data = m.get('name'), m.get('kind'), m.get('seq'), m.get('last'), m.get('data')
+    if type(name) is not str or not name.isidentifier():
+        raise _ProtocolError(f'context: name must be a Python identifier, got {name!r}')
+    if kind not in _CONTEXT_KINDS:
+        raise _ProtocolError(f'context: kind must be "str", "list" or "json", got {kind!r}')
+    if type(seq) is not int or type(last) is not bool or type(data) is not str:
+        raise _ProtocolError('context: seq (int), last (bool) and data (str) are required')
+    try:
+        chunk = binascii.a2b_base64(data, strict_mode=True)
+    except (binascii.Error, ValueError) as e:
+        raise _ProtocolError(f'context: data is not base64: {e}') from None
+    st = _CTX_INFLIGHT.get(rid)
+    if seq == 0:
+        if st is not None:
+            _ctx_discard(st)
+        d = os.path.join(_WORK_DIR[0], '.rlm')
+        path = os.path.join(d, f'ctx-{next(_CTX_COUNTER)}-{name}.{kind}')
+        st = [name, kind, path, 0, None, None]
+        try:
+            os.makedirs(d, exist_ok=True)
+            st[4] = open(path, 'wb')
+        except OSError as e:
+            st[5] = f'{type(e).__name__}: {e}'
+        _CTX_INFLIGHT[rid] = st
+    elif st is None or seq != st[3]:
+        raise _ProtocolError(f'context: chunk seq {seq} out of order for id {rid!r}')
+    st[3] = seq + 1
+    if st[5] is None:
+        try:
+            st[4].write(chunk)
+        except OSError as e:
+            st[5] = f'{type(e).__name__}: {e}'
+    if not last:
+        return
+    del _CTX_INFLIGHT[rid]
+    f = st[4]
+    if f is not None:
+        try:
+            f.close()
+        except OSError as e:
+            if st[5] is None:
+                st[5] = f'{type(e).__name__}: {e}'
+    name, kind, path, err = st[0], st[1], st[2], st[5]
+    old = _CTX_PENDING.pop(name, None)
+    if old is not None:
+        try:
+            os.unlink(old[1])
+        except OSError:
+            pass
+    _NS.pop(name, None)  # a later context with the same name replaces the earlier one
+    _CTX_PENDING[name] = (kind, path, err)
+    _reply({'type': 'ok', 'id': rid})
+
+
+def _ctx_discard(st):
+    try:
+        if st[4] is not None:
+            st[4].close()
+        os.unlink(st[2])
+    except OSError:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------------------- cells
+
+def _register_source(linecache, fname, code):
+    linecache.cache[fname] = (len(code), None, code.splitlines(True), fname)
+
+
+def _sync_linecache(linecache):
+    for fname, code in _SOURCES.items():
+        if fname not in linecache.cache:
+            _register_source(linecache, fname, code)
+    _LC_SYNCED[0] = True
+
+
+def _run_code(code, fname):
+    tree = compile(code, fname, 'exec', _PyCF_ONLY_AST, dont_inherit=True)
+    body = tree.body
+    if body and type(body[-1]) is _ast.Expr:
+        last = body.pop()
+        if body:
+            exec(compile(tree, fname, 'exec', dont_inherit=True), _NS)
+        value = eval(compile(_ast.Expression(last.value), fname, 'eval', dont_inherit=True), _NS)
+        if value is not None and type(value) is not _Listing:
+            print(repr(value))
+    else:
+        exec(compile(tree, fname, 'exec', dont_inherit=True), _NS)
+
+
+def _strip_worker_frames(te, traceback, seen):
+    if te is None or id(te) in seen:
+        return
+    seen.add(id(te))
+    te.stack = traceback.StackSummary.from_list([f for f in te.stack if f.filename != _WORKER_FILE])
+    _strip_worker_frames(te.__cause__, traceback, seen)
+    _strip_worker_frames(te.__context__, traceback, seen)
+    for sub in getattr(te, 'exceptions', None) or ():
+        _strip_worker_frames(sub, traceback, seen)
+
+
+def _format_error(e):
+    name = type(e).__name__
+    try:
+        message = str(e)
+    except BaseException:
+        message = f'<unprintable {name} object>'
+    try:
+        import traceback
+        import linecache
+        _sync_linecache(linecache)
+        te = traceback.TracebackException(type(e), e, e.__traceback__)
+        _strip_worker_frames(te, traceback, set())
+        tb = ''.join(te.format())
+    except BaseException:
+        tb = f'{name}: {message}\n'
+    return {'type': name, 'message': message, 'traceback': tb}
+
+
+def _on_exec(m):
+    rid = m['id']
+    code = m.get('code')
+    if type(code) is not str:
+        raise _ProtocolError('exec: code (str) is required')
+    t0 = _clock()
+    _CELL_NO[0] += 1
+    cell_no = _CELL_NO[0]
+    fname = f'<cell-{cell_no}>'
+    _FINAL[0] = None
+    _fix_std_fds()
+    if len(code) <= 1_000_000:
+        _SOURCES[fname] = code
+    # Cell sources go to linecache once something has imported it (the worker itself does so only on the first
+    # error: importing linecache at start-up would cost the cold start more than the rest of the worker's imports).
+    lc = sys.modules.get('linecache')
+    if lc is not None:
+        if _LC_SYNCED[0]:
+            if fname in _SOURCES:
+                _register_source(lc, fname, code)
+        else:
+            _sync_linecache(lc)
+    if _signal.getsignal(_signal.SIGINT) is not _on_sigint:
+        _signal.signal(_signal.SIGINT, _on_sigint)  # interrupts must keep working whatever the last cell did
+    err = None
+    _PEND_INT[0] = False
+    _CELL_OPEN[0] = True
+    try:
+        with _INT_LOCK:
+            _ACTIVE[0] = True
+            early = _INT_EARLY[0]
+            _INT_EARLY[0] = False
+        if early:
+            raise KeyboardInterrupt  # the interrupt came after this exec was sent, before the cell started
+        if _CTX_PENDING:
+            for name in tuple(_CTX_PENDING):
+                if name in code:
+                    _load_context(name)
+        _run_code(code, fname)
+        _EXECS_DONE[0] = cell_no  # before clearing _ACTIVE: see _on_interrupt
+        _ACTIVE[0] = False
+    except BaseException as e:
+        _EXECS_DONE[0] = cell_no
+        _ACTIVE[0] = False
+        err = e
+    if _getpid() != _MAIN_PID:
+        _child_exit()  # a forked child finished the cell: it must never reach the channel
+    error = None
+    if err is not None:
+        error = _format_error(err)
+        err = None
+    stdout, stderr = _collect_output()
+    final = _FINAL[0]
+    if final is None:
+        a = _NS.get('answer')
+        if isinstance(a, dict) and a.get('ready') is True:
+            try:
+                final = str(a.get('content'))
+            except BaseException as e:
+                final = f'<str() of answer["content"] failed: {type(e).__name__}>'
+            try:
+                a['content'] = ''
+                a['ready'] = False
+            except BaseException:
+                pass
+    msg = {'type': 'result', 'id': rid, 'stdout': stdout, 'stderr': stderr, 'error': error, 'final': final,
+           'duration_ms': round((_clock() - t0) * 1000.0, 3)}
+    fields = [(msg, 'stdout'), (msg, 'stderr'), (msg, 'final')]
+    if error is not None:
+        fields += [(error, 'message'), (error, 'traceback')]
+    payload = _fit(msg, fields)
+    if payload is None:
+        payload = _encode({'type': 'result', 'id': rid, 'stdout': '', 'stderr': '', 'final': None,
+                           'error': {'type': 'FrameTooLarge', 'message': 'the cell result does not fit the channel '
+                                     'frame limit', 'traceback': ''},
+                           'duration_ms': msg['duration_ms']})
+    with _SEND_LOCK:
+        _CELL_OPEN[0] = False
+        _write_all(len(payload).to_bytes(4, 'big') + payload)
+
+
+def _on_get_var(m):
+    rid = m['id']
+    name = m.get('name')
+    if type(name) is not str:
+        raise _ProtocolError('get_var: name (str) is required')
+    if name not in _NS and name in _CTX_PENDING:
+        try:
+            _load_context(name)
+        except Exception as e:
+            _diag(f'get_var {name!r}: {e}')
+    if name not in _NS:
+        _reply({'type': 'var', 'id': rid, 'found': False, 'value': None, 'type_name': None})
+        return
+    obj = _NS[name]
+    type_name = type(obj).__name__
+    _PEND_INT[0] = False
+    try:
+        _ACTIVE[0] = True  # str() runs user code: let the host interrupt it
+        value = str(obj)
+        _ACTIVE[0] = False
+    except BaseException as e:
+        _ACTIVE[0] = False
+        value = f'<str() failed: {type(e).__name__}: {e}>'
+    if _getpid() != _MAIN_PID:
+        _child_exit()
+    cap = _MAX_FRAME[0] // 2
+    if len(value) > cap // 4:
+        b = value.encode('utf-8', 'replace')
+        if len(b) > cap:
+            note = f'\n... [cut: the value has {len(value)} characters; only the start is shown]'
+            value = b[:max(0, cap - len(note.encode()))].decode('utf-8', 'ignore') + note
+    msg = {'type': 'var', 'id': rid, 'found': True, 'value': value, 'type_name': type_name}
+    payload = _fit(msg, [(msg, 'value')])
+    if payload is None:
+        payload = _encode({'type': 'var', 'id': rid, 'found': True, 'value': '', 'type_name': type_name})
+    _send_bytes(payload)
+
+
+def _reply(msg):
+    payload = _encode(msg)
+    if len(payload) > _MAX_FRAME[0]:
+        raise _ProtocolError(f'reply of type {msg.get("type")} too large')
+    _send_bytes(payload)
+
+
+# ---------------------------------------------------------------------------------------------------------- reader
+
+def _reader_loop(reader):
+    _signal.pthread_sigmask(_signal.SIG_BLOCK, [_signal.SIGINT])
+    while True:
+        m = reader.frame()
+        t = m['type']
+        if t == 'subcall_result':
+            sid = m['id']
+            ok = m.get('ok')
+            if type(ok) is not bool:
+                raise _ProtocolError('subcall_result: ok (bool) is required')
+            if ok and 'value' not in m:
+                raise _ProtocolError('subcall_result: value is required when ok')
+            if not ok and type(m.get('error')) is not str:
+                raise _ProtocolError('subcall_result: error (str) is required when not ok')
+            slot = _PENDING.pop(sid, None)
+            if slot is not None:
+                slot[1] = m
+                slot[0].release()
+            elif sid in _ABANDONED:
+                _ABANDONED.discard(sid)
+            else:
+                raise _ProtocolError(f'subcall_result for unknown id {sid!r}')
+        elif t == 'interrupt':
+            _on_interrupt()
+        elif t == 'shutdown':
+            _exit(0)
+        elif t == 'init':
+            raise _ProtocolError('init sent twice')
+        else:
+            if t == 'exec':
+                _EXECS_QUEUED[0] += 1
+            _QUEUE.put(m)
+
+
+def _on_interrupt():
+    # SIGINT goes to the main thread itself (pthread_kill), so a blocking call there (time.sleep, waitpid, a lock)
+    # is interrupted too; the helper threads block SIGINT. An interrupt that arrives after an exec was queued but before
+    # its cell started is kept for that cell. The main thread counts a cell as done before it clears _ACTIVE, so
+    # "not active and fewer done than queued" means a cell is waiting to start, never one that just finished.
+    with _INT_LOCK:
+        if _ACTIVE[0]:
+            _signal.pthread_kill(_MAIN_TID, _signal.SIGINT)
+        elif _EXECS_QUEUED[0] > _EXECS_DONE[0]:
+            _INT_EARLY[0] = True
+
+
+def _reader_thread(reader):
+    try:
+        _reader_loop(reader)
+    except _ProtocolError as e:
+        _fatal(f'protocol violation: {e}')
+    except BaseException as e:
+        _fatal(f'channel reader failed: {type(e).__name__}: {e}')
+
+
+# -------------------------------------------------------------------------------------------------------- landlock
+
+def _landlock(work_dir):
+    try:
+        import ctypes
+        import struct
+        libc = ctypes.CDLL(None, use_errno=True)
+        syscall = libc.syscall
+        syscall.restype = ctypes.c_long
+    except Exception:
+        return 'unsupported'
+    c_long = ctypes.c_long
+    ENOSYS, EOPNOTSUPP = 38, 95
+
+    def call(*args):
+        ctypes.set_errno(0)
+        r = syscall(*args)
+        return r, ctypes.get_errno()
+
+    abi, e = call(c_long(444), ctypes.c_void_p(None), ctypes.c_size_t(0), ctypes.c_uint32(1))
+    if abi < 0:
+        if e in (ENOSYS, EOPNOTSUPP):
+            return 'unsupported'
+        return f'failed: landlock_create_ruleset(VERSION): {os.strerror(e)}'
+    EXECUTE, WRITE_FILE, READ_FILE, READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
+    IOCTL_DEV = 1 << 15
+    fs = (1 << 13) - 1
+    if abi >= 2:
+        fs |= 1 << 13  # REFER
+    if abi >= 3:
+        fs |= 1 << 14  # TRUNCATE
+    if abi >= 5:
+        fs |= IOCTL_DEV
+    if abi >= 6:
+        attr = struct.pack('=QQQ', fs, 1 | 2, 1 | 2)  # net: BIND_TCP|CONNECT_TCP; scoped: ABSTRACT_UNIX_SOCKET|SIGNAL
+    elif abi >= 4:
+        attr = struct.pack('=QQ', fs, 1 | 2)
+    else:
+        attr = struct.pack('=Q', fs)
+    buf = ctypes.create_string_buffer(attr, len(attr))
+    rs, e = call(c_long(444), buf, ctypes.c_size_t(len(attr)), ctypes.c_uint32(0))
+    if rs < 0:
+        return f'failed: landlock_create_ruleset: {os.strerror(e)}'
+    try:
+        rules = [('/', EXECUTE | READ_FILE | READ_DIR), (work_dir, fs)]
+        if os.path.isdir('/dev'):
+            rules.append(('/dev', READ_FILE | WRITE_FILE | (fs & IOCTL_DEV)))
+        for path, access in rules:
+            try:
+                pfd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            except OSError as ex:
+                return f'failed: open {path}: {ex.strerror}'
+            try:
+                rule = ctypes.create_string_buffer(struct.pack('=Qi', access, pfd), 12)
+                r, e = call(c_long(445), c_long(rs), c_long(1), rule, c_long(0))  # LANDLOCK_RULE_PATH_BENEATH
+                if r < 0:
+                    return f'failed: landlock_add_rule {path}: {os.strerror(e)}'
+            finally:
+                os.close(pfd)
+        ctypes.set_errno(0)
+        if libc.prctl(ctypes.c_int(38), ctypes.c_ulong(1), ctypes.c_ulong(0), ctypes.c_ulong(0),
+                      ctypes.c_ulong(0)) != 0:
+            return f'failed: prctl(PR_SET_NO_NEW_PRIVS): {os.strerror(ctypes.get_errno())}'
+        r, e = call(c_long(446), c_long(rs), c_long(0))
+        if r < 0:
+            return f'failed: landlock_restrict_self: {os.strerror(e)}'
+        return f'enforced abi {abi}'
+    finally:
+        os.close(rs)
+
+
+# ------------------------------------------------------------------------------------------------------------ main
+
+def _setup_channel():
+    global _CHAN_IN, _CHAN_OUT, _DIAG, _NULL
+    _CHAN_IN = os.dup(0)    # os.dup: close-on-exec
+    _CHAN_OUT = os.dup(1)
+    try:
+        _DIAG = os.dup(2)
+    except OSError:
+        _DIAG = -1
+    fd = os.open('/dev/null', os.O_RDWR)
+    _NULL = os.dup(fd)      # close-on-exec spare, restored onto fd 0 before each cell
+    os.dup2(fd, 0)
+    os.close(fd)
+
+
+def _setup_capture():
+    global _R_OUT, _R_ERR, _W_OUT, _W_ERR, _CTL_R, _CTL_W
+    _R_OUT, _W_OUT = os.pipe()  # close-on-exec; the write ends are kept as spares for _fix_std_fds
+    _R_ERR, _W_ERR = os.pipe()
+    _CTL_R, _CTL_W = os.pipe()
+    os.set_blocking(_R_OUT, False)
+    os.set_blocking(_R_ERR, False)
+    os.dup2(_W_OUT, 1)
+    os.dup2(_W_ERR, 2)
+    for name, fd, mode in (('stdin', 0, 'r'), ('stdout', 1, 'w'), ('stderr', 2, 'w')):
+        s = getattr(sys, name, None)
+        try:
+            if mode == 'w':
+                s.reconfigure(encoding='utf-8', errors='backslashreplace', line_buffering=True)
+        except Exception:
+            setattr(sys, name, _open_std(fd, mode))
+            setattr(sys, '__' + name + '__', getattr(sys, name))
+
+
+def _read_init(reader):
+    m = reader.frame()
+    if m['type'] != 'init':
+        raise _ProtocolError(f'expected init, got {m["type"]}')
+    ol = m.get('output_limit', _DEFAULT_OUTPUT_LIMIT)
+    mf = m.get('max_frame', _DEFAULT_MAX_FRAME)
+    wd = m.get('work_dir')
+    ll = m.get('landlock')
+    if type(ol) is not int or ol < 0:
+        raise _ProtocolError('init: output_limit must be a non-negative int')
+    if type(mf) is not int or mf < _MIN_MAX_FRAME:
+        raise _ProtocolError(f'init: max_frame must be an int >= {_MIN_MAX_FRAME}')
+    if type(wd) is not str or not wd:
+        raise _ProtocolError('init: work_dir (str) is required')
+    if type(ll) is not bool:
+        raise _ProtocolError('init: landlock (bool) is required')
+    _OUTPUT_LIMIT[0] = ol
+    _MAX_FRAME[0] = mf
+    return m['id'], wd, ll
+
+
+def main():
+    _setup_channel()
+    reader = _FrameReader(_CHAN_IN)
+    try:
+        rid, work_dir, landlock = _read_init(reader)
+    except _ProtocolError as e:
+        _fatal(f'protocol violation: {e}')
+    _setup_capture()
+    _signal.signal(_signal.SIGINT, _on_sigint)
+    _signal.signal(_signal.SIGXFSZ, _signal.SIG_IGN)
+    _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)
+    os.register_at_fork(after_in_child=_after_fork_child)
+    work_dir = os.path.abspath(work_dir)
+    _WORK_DIR[0] = work_dir
+    try:
+        os.makedirs(work_dir, exist_ok=True)
+        os.chdir(work_dir)
+    except OSError as e:
+        _diag(f'work dir {work_dir}: {e}')
+    # Landlock binds the calling thread and the threads it creates later: apply it before starting any thread.
+    status = 'disabled'
+    if landlock:
+        try:
+            status = _landlock(work_dir)
+        except Exception as e:
+            status = f'failed: {type(e).__name__}: {e}'
+    _NS.update({
+        '__name__': '__main__', '__builtins__': __builtins__,
+        'llm_query': llm_query, 'llm_query_batched': llm_query_batched, 'rlm_query': rlm_query,
+        'FINAL': FINAL, 'FINAL_VAR': FINAL_VAR, 'SHOW_VARS': SHOW_VARS,
+        'answer': {'content': '', 'ready': False},
+    })
+    _thread.start_new_thread(_drain_thread, ())
+    _thread.start_new_thread(_reader_thread, (reader,))
+    v = sys.version_info
+    _reply({'type': 'ready', 'id': rid, 'pid': _getpid(), 'python': f'{v[0]}.{v[1]}.{v[2]}', 'landlock': status})
+    get = _QUEUE.get
+    while True:
+        m = get()
+        t = m['type']
+        if t == 'exec':
+            _on_exec(m)
+        elif t == 'context':
+            _on_context(m)
+        elif t == 'get_var':
+            _on_get_var(m)
+        else:
+            raise _ProtocolError(f'unexpected request {t!r}')
+
+
+def _main_guarded():
+    try:
+        main()
+    except _ProtocolError as e:
+        _fatal(f'protocol violation: {e}')
+    except BaseException as e:
+        if _getpid() != _MAIN_PID:
+            _exit(1)
+        _fatal(f'internal error: {type(e).__name__}: {e}', 1)
+
+
+if __name__ in ('rlm_worker', '__main__'):
+    _main_guarded()

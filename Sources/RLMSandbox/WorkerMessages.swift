@@ -1,0 +1,223 @@
+import Foundation
+
+/// Host → worker requests (contract 3; docs/CHANNEL.md).
+enum HostMessage {
+    struct Initialize: Encodable {
+        let type = "init"
+        let id: String
+        let outputLimit: Int
+        let maxFrame: Int
+        let workDir: String
+        let landlock: Bool
+
+        enum CodingKeys: String, CodingKey {
+            case type, id, landlock
+            case outputLimit = "output_limit"
+            case maxFrame = "max_frame"
+            case workDir = "work_dir"
+        }
+    }
+
+    struct Execute: Encodable {
+        let type = "exec"
+        let id: String
+        let code: String
+    }
+
+    struct ContextChunk: Encodable {
+        let type = "context"
+        let id: String
+        let name: String
+        let kind: String
+        let seq: Int
+        let last: Bool
+        let data: String
+    }
+
+    struct GetVariable: Encodable {
+        let type = "get_var"
+        let id: String
+        let name: String
+    }
+
+    struct SubcallResult: Encodable {
+        let type = "subcall_result"
+        let id: String
+        let ok: Bool
+        let value: SubcallValue?
+        let error: String?
+    }
+
+    enum SubcallValue: Encodable {
+        case text(String)
+        case batch([String])
+
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.singleValueContainer()
+            switch self {
+            case .text(let text): try container.encode(text)
+            case .batch(let texts): try container.encode(texts)
+            }
+        }
+    }
+
+    struct Control: Encodable {
+        let type: String
+        static let interrupt = Control(type: "interrupt")
+        static let shutdown = Control(type: "shutdown")
+    }
+
+    static func encode(_ message: some Encodable) -> Data {
+        // Encoding our own plain structs cannot fail.
+        try! JSONEncoder().encode(message)
+    }
+}
+
+/// The result fields of a worker's `result` frame.
+struct WorkerCellResult: Sendable {
+    var stdout: String
+    var stderr: String
+    var error: CellError?
+    var final: String?
+    var durationMilliseconds: Double
+}
+
+/// Worker → host frames, validated strictly: every field must be present with the right type, and sizes are checked.
+enum WorkerMessage: Sendable {
+    case ready(id: String, pid: Int, python: String, landlock: String)
+    case result(id: String, WorkerCellResult)
+    case subcall(id: String, SubcallRequest)
+    case ok(id: String)
+    case variable(id: String, VariableValue?)
+    case fatal(message: String)
+
+    /// Limits on what a worker may ask for in one sub-call.
+    static let maxBatchPrompts = 4096
+    static let maxModelNameLength = 256
+    static let maxIDLength = 64
+
+    /// Parses and validates one frame.
+    /// - Throws: a description of what is wrong, for a protocol-violation error.
+    static func parse(_ payload: Data) throws(ParseFailure) -> WorkerMessage {
+        let decoded: Raw
+        do {
+            decoded = try JSONDecoder().decode(Raw.self, from: payload)
+        } catch let error as ParseFailure {
+            throw error
+        } catch {
+            throw ParseFailure(reason: "malformed frame (\(payload.count) bytes): \(Self.describe(error))")
+        }
+        return decoded.message
+    }
+
+    struct ParseFailure: Error, Sendable {
+        let reason: String
+    }
+
+    private static func describe(_ error: any Error) -> String {
+        switch error {
+        case DecodingError.dataCorrupted(let context):
+            return "not JSON (\(context.debugDescription))"
+        case DecodingError.keyNotFound(let key, _):
+            return "missing field '\(key.stringValue)'"
+        case DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context):
+            let path = context.codingPath.map(\.stringValue).joined(separator: ".")
+            return "field '\(path)' has the wrong type"
+        default:
+            return String(describing: error)
+        }
+    }
+
+    private struct Raw: Decodable {
+        let message: WorkerMessage
+
+        enum Keys: String, CodingKey {
+            case type, id, pid, python, landlock, stdout, stderr, error, final
+            case durationMS = "duration_ms"
+            case call, prompt, prompts, model, context, found, value
+            case typeName = "type_name"
+            case message
+        }
+
+        enum ErrorKeys: String, CodingKey {
+            case type, message, traceback
+        }
+
+        init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: Keys.self)
+            let type = try c.decode(String.self, forKey: .type)
+            func id() throws -> String {
+                let value = try c.decode(String.self, forKey: .id)
+                guard !value.isEmpty, value.utf8.count <= WorkerMessage.maxIDLength else {
+                    throw ParseFailure(reason: "invalid id")
+                }
+                return value
+            }
+            switch type {
+            case "ready":
+                message = .ready(
+                    id: try id(), pid: try c.decode(Int.self, forKey: .pid),
+                    python: try c.decode(String.self, forKey: .python),
+                    landlock: try c.decode(String.self, forKey: .landlock))
+            case "result":
+                var error: CellError?
+                if try !c.decodeNil(forKey: .error) {
+                    let e = try c.nestedContainer(keyedBy: ErrorKeys.self, forKey: .error)
+                    error = CellError(
+                        type: try e.decode(String.self, forKey: .type),
+                        message: try e.decode(String.self, forKey: .message),
+                        traceback: try e.decodeIfPresent(String.self, forKey: .traceback) ?? "")
+                }
+                let result = WorkerCellResult(
+                    stdout: try c.decode(String.self, forKey: .stdout),
+                    stderr: try c.decode(String.self, forKey: .stderr),
+                    error: error,
+                    final: try c.decodeIfPresent(String.self, forKey: .final),
+                    durationMilliseconds: try c.decode(Double.self, forKey: .durationMS))
+                message = .result(id: try id(), result)
+            case "subcall":
+                let call = try c.decode(String.self, forKey: .call)
+                let model = try c.decodeIfPresent(String.self, forKey: .model)
+                if let model, model.count > WorkerMessage.maxModelNameLength {
+                    throw ParseFailure(reason: "model name longer than \(WorkerMessage.maxModelNameLength)")
+                }
+                let request: SubcallRequest
+                switch call {
+                case "llm_query":
+                    request = .llmQuery(prompt: try c.decode(String.self, forKey: .prompt), model: model)
+                case "llm_query_batched":
+                    let prompts = try c.decode([String].self, forKey: .prompts)
+                    guard prompts.count <= WorkerMessage.maxBatchPrompts else {
+                        throw ParseFailure(
+                            reason: "batch of \(prompts.count) prompts (at most \(WorkerMessage.maxBatchPrompts))")
+                    }
+                    request = .llmQueryBatched(prompts: prompts, model: model)
+                case "rlm_query":
+                    request = .rlmQuery(
+                        prompt: try c.decode(String.self, forKey: .prompt),
+                        context: try c.decodeIfPresent(JSONValue.self, forKey: .context))
+                default:
+                    throw ParseFailure(reason: "unknown sub-call '\(call.prefix(40))'")
+                }
+                message = .subcall(id: try id(), request)
+            case "ok":
+                message = .ok(id: try id())
+            case "var":
+                let found = try c.decode(Bool.self, forKey: .found)
+                if found {
+                    message = .variable(
+                        id: try id(),
+                        VariableValue(
+                            value: try c.decode(String.self, forKey: .value),
+                            typeName: try c.decode(String.self, forKey: .typeName)))
+                } else {
+                    message = .variable(id: try id(), nil)
+                }
+            case "fatal":
+                message = .fatal(message: try c.decode(String.self, forKey: .message))
+            default:
+                throw ParseFailure(reason: "unknown frame type '\(type.prefix(40))'")
+            }
+        }
+    }
+}

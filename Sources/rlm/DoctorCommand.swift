@@ -1,0 +1,36 @@
+import ArgumentParser
+import Foundation
+import RLMSandbox
+
+struct DoctorCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "doctor",
+        abstract: "Report each isolation feature as in force, available or missing.",
+        discussion: "Starts a real sandbox and inspects it from the inside. Exit 0 when a sandbox starts."
+    )
+
+    @Option(help: "Python interpreter inside the sandbox.")
+    var python: String = "/usr/bin/python3"
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func run() async throws {
+        var configuration = ProcessSandbox.Configuration()
+        configuration.pythonPath = python
+        let (checks, started) = await SandboxDoctor.run(configuration: configuration)
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            writeOut(String(decoding: try encoder.encode(checks), as: UTF8.self) + "\n")
+        } else {
+            let width = checks.map(\.feature.count).max() ?? 10
+            for check in checks {
+                let status = check.status.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0)
+                let feature = check.feature.padding(toLength: width, withPad: " ", startingAt: 0)
+                writeOut("\(status)  \(feature)  \(check.detail)\n")
+            }
+        }
+        if !started { throw ExitCode(1) }
+    }
+}

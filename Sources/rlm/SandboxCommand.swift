@@ -1,0 +1,141 @@
+import ArgumentParser
+import Foundation
+import RLMSandbox
+
+struct SandboxCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sandbox",
+        abstract: "Run Python in the isolated sandbox.",
+        subcommands: [SandboxExec.self, SandboxREPL.self]
+    )
+}
+
+enum BackendChoice: String, ExpressibleByArgument, CaseIterable {
+    case process, container, wasm
+}
+
+/// Options shared by the sandbox commands.
+struct SandboxOptions: ParsableArguments {
+    @Option(help: "Sandbox backend: process (bubblewrap), container or wasm.")
+    var backend: BackendChoice = .process
+
+    @Option(help: "Memory limit in MB.")
+    var memory: Int = 1024
+
+    @Option(help: "Python interpreter inside the sandbox (a venv works; not under /root).")
+    var python: String = "/usr/bin/python3"
+
+    func validate() throws {
+        guard memory >= 32 else { throw ValidationError("--memory must be at least 32 (MB)") }
+    }
+
+    func makeSandbox(timeout: Double) throws -> ProcessSandbox {
+        guard backend == .process else {
+            throw SandboxError.setup(
+                "the \(backend.rawValue) backend is not available in this build; use --backend process")
+        }
+        var configuration = ProcessSandbox.Configuration()
+        configuration.memoryLimitBytes = memory << 20
+        configuration.pythonPath = python
+        configuration.cellTimeout = .milliseconds(Int64(timeout * 1000))
+        return ProcessSandbox(configuration: configuration)
+    }
+}
+
+struct SandboxExec: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "exec",
+        abstract: "Run code once in a fresh sandbox.",
+        discussion: """
+            Exit status: 0 ok, 1 the code raised, 124 timed out, 137 killed for memory, 2 usage or setup error.
+            """
+    )
+
+    @OptionGroup var options: SandboxOptions
+
+    @Option(help: "Wall-clock limit in seconds.")
+    var timeout: Double = 30
+
+    @Flag(help: "Print one JSON object: stdout, stderr, error, timed_out, duration_ms.")
+    var json = false
+
+    @Argument(help: "A Python file, or - (the default) for stdin.")
+    var file: String = "-"
+
+    func validate() throws {
+        guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
+    }
+
+    func run() async throws {
+        let code: String
+        do {
+            code = try readSource(file)
+        } catch {
+            printError("rlm: \(error)")
+            throw ExitCode(2)
+        }
+        let result: CellResult
+        do {
+            let sandbox = try options.makeSandbox(timeout: timeout)
+            result = try await sandbox.withSession { session in
+                try await session.run(code, timeout: .milliseconds(Int64(timeout * 1000)))
+            }
+        } catch let error as SandboxError {
+            printError("rlm: \(error)")
+            throw ExitCode(error.isSetupError ? 2 : 1)
+        }
+        var stderr = result.stderr
+        if let error = result.error, Self.exitStatus(result) != 0 {
+            if !stderr.isEmpty && !stderr.hasSuffix("\n") { stderr += "\n" }
+            stderr += error.traceback.isEmpty ? "\(error.type): \(error.message)\n" : error.traceback
+            if !error.traceback.isEmpty && !error.traceback.hasSuffix("\n") { stderr += "\n" }
+        }
+        if json {
+            let object: [String: Any] = [
+                "stdout": result.stdout,
+                "stderr": stderr,
+                "error": result.error.map { ["type": $0.type, "message": $0.message] } ?? NSNull(),
+                "timed_out": result.timedOut,
+                "duration_ms": (result.durationMilliseconds * 1000).rounded() / 1000,
+            ]
+            let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+            writeOut(String(decoding: data, as: UTF8.self) + "\n")
+        } else {
+            writeOut(result.stdout)
+            FileHandle.standardError.write(Data(stderr.utf8))
+        }
+        let status = Self.exitStatus(result)
+        if status != 0 { throw ExitCode(status) }
+    }
+
+    static func exitStatus(_ result: CellResult) -> Int32 {
+        if result.timedOut { return 124 }
+        if result.memoryExceeded { return 137 }
+        if let error = result.error {
+            // `sys.exit()` / `sys.exit(0)` is a clean end of the program, as in `python3 FILE`.
+            if error.type == "SystemExit" && ["", "0", "None"].contains(error.message) { return 0 }
+            return 1
+        }
+        return 0
+    }
+}
+
+/// Reads a file, or stdin for "-".
+func readSource(_ path: String) throws -> String {
+    let data: Data
+    if path == "-" {
+        data = FileHandle.standardInput.readDataToEndOfFile()
+    } else {
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw SandboxError.setup("cannot read \(path): no such file")
+        }
+        guard let contents = FileManager.default.contents(atPath: path) else {
+            throw SandboxError.setup("cannot read \(path): permission denied or not a regular file")
+        }
+        data = contents
+    }
+    guard let text = String(data: data, encoding: .utf8) else {
+        throw SandboxError.setup("\(path == "-" ? "stdin" : path) is not UTF-8 text")
+    }
+    return text
+}
