@@ -1,0 +1,160 @@
+import Foundation
+import RLMSandbox
+
+/// The words the engine says to the model. Our own; short enough for a 4K-token window.
+enum Prompts {
+    /// Describes the context: type, total size, piece sizes.
+    static func describe(_ context: ContextValue?) -> String {
+        guard let context else { return "`context` is an empty str (this question comes without a context)" }
+        switch context {
+        case .text(let text):
+            let lines = text.reduce(into: 1) { count, ch in if ch == "\n" { count += 1 } }
+            return "`context` is a str of \(grouped(text.count)) characters (\(grouped(lines)) lines)"
+        case .documents(let documents):
+            let total = documents.reduce(0) { $0 + $1.count }
+            let sizes = documents.prefix(5).map { grouped($0.count) }.joined(separator: ", ")
+            let more = documents.count > 5 ? ", …" : ""
+            return "`context` is a list of \(grouped(documents.count)) str documents, \(grouped(total)) characters "
+                + "in total (sizes: \(sizes)\(more)); each document starts with a line naming its source"
+        case .json(let value):
+            let size = (try? JSONEncoder().encode(value).count) ?? 0
+            switch value {
+            case .object(let object):
+                let keys = object.keys.sorted().prefix(12).map { "'\($0)'" }.joined(separator: ", ")
+                return "`context` is a dict (\(grouped(size)) characters as JSON) with keys \(keys)"
+                    + (object.count > 12 ? ", …" : "")
+            case .array(let array):
+                return "`context` is a list of \(array.count) items (\(grouped(size)) characters as JSON)"
+            default:
+                return "`context` is a JSON value (\(grouped(size)) characters)"
+            }
+        }
+    }
+
+    static func system(context: ContextValue?, subWindowTokens: Int?, outputChars: Int, canRecurse: Bool) -> String {
+        let window =
+            subWindowTokens.map { " Its window is about \(grouped($0)) tokens (≈ \(grouped($0 * 3)) characters)." }
+            ?? ""
+        let recurse =
+            canRecurse
+            ? "- `rlm_query(prompt, context=None)`: gives a sub-question and its own context to a helper that works "
+                + "like you (with its own REPL) and returns its answer.\n"
+            : "- `rlm_query(prompt, context=None)`: like `llm_query` on the prompt and context together.\n"
+        return """
+            You answer a question about a context too large to read at once. You work in a Python REPL.
+
+            The REPL already has:
+            - \(describe(context)). It is already loaded: never assign to `context`, never make up sample data.
+            - `llm_query(prompt)`: asks a language model and returns its reply (a str). It sees only the prompt you \
+            pass, so put the text it must read into the prompt.\(window)
+            - `llm_query_batched(prompts)`: the same for a list of prompts, run in parallel; returns a list of str.
+            \(recurse)- `SHOW_VARS()`: lists your variables.
+
+            To run code, put it in a block that starts with ```repl and ends with ```. Variables persist between \
+            blocks. You see only what the code prints, cut to \(grouped(outputChars)) characters, so print counts \
+            and short samples, not whole texts.
+
+            When the output settles the question, reply with one line of plain text, outside any code block:
+            FINAL(your answer)
+            or, if the answer is in a variable: FINAL_VAR(variable_name)
+            Give only the answer (a number, a name, a short phrase), in the form the question asks for.
+
+            Example. Question: how many lines mention "timeout"?
+            ```repl
+            lines = context.splitlines()
+            hits = [line for line in lines if "timeout" in line]
+            print(len(hits))
+            print(hits[:3])
+            ```
+            The REPL prints 17 and three lines. Then you reply:
+            FINAL(17)
+
+            Look at the data before you compute. Wait for the REPL's output before you answer; never guess it.
+            """
+    }
+
+    static func firstUser(query: String, context: ContextValue?, sampleChars: Int) -> String {
+        var text = "Question: \(query)\n"
+        if let sample = sample(of: context, chars: sampleChars) {
+            text += "\nThe start of `context` (\(sample.note)):\n```text\n\(sample.text)\n```\n"
+        }
+        text += "\nStart by exploring `context` in a ```repl block."
+        return text
+    }
+
+    static func sample(of context: ContextValue?, chars: Int) -> (text: String, note: String)? {
+        guard let context, chars > 0 else { return nil }
+        switch context {
+        case .text(let text):
+            return (String(text.prefix(chars)), "first \(min(chars, text.count)) characters")
+        case .documents(let documents):
+            guard let first = documents.first else { return nil }
+            return (String(first.prefix(chars)), "first characters of context[0]")
+        case .json(let value):
+            let data = (try? JSONEncoder().encode(value)) ?? Data()
+            return (String(String(decoding: data, as: UTF8.self).prefix(chars)), "as JSON")
+        }
+    }
+
+    static func cellOutput(index: Int, of total: Int, result: CellResult, limit: Int) -> String {
+        var body = result.stdout
+        if !result.stderr.isEmpty { body += (body.isEmpty || body.hasSuffix("\n") ? "" : "\n") + result.stderr }
+        if let error = result.error {
+            if !body.isEmpty && !body.hasSuffix("\n") { body += "\n" }
+            body += error.traceback.isEmpty ? "\(error.type): \(error.message)" : error.traceback
+            if result.stateLost { body += "\n(the REPL was restarted: variables are gone, `context` is reloaded)" }
+        }
+        if body.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+            body = "(no output — print what you want to see)"
+        }
+        let label = total > 1 ? "REPL output of block \(index + 1)" : "REPL output"
+        return "\(label):\n```text\n\(headTail(body, limit: limit))\n```"
+    }
+
+    static func afterCode(outputs: [String], iteration: Int, maxIterations: Int, unconfirmedAnswer: Bool) -> String {
+        var text = outputs.joined(separator: "\n\n")
+        if unconfirmedAnswer {
+            text +=
+                "\n\nYou wrote FINAL(…) in the same reply as code, before seeing its output. Check the output "
+                + "above: if it confirms the answer, reply with the FINAL line again; if not, continue."
+        }
+        let left = maxIterations - iteration
+        text +=
+            "\n\nStep \(iteration) of \(maxIterations) (\(left) left). Continue with a ```repl block, "
+            + "or reply with FINAL(answer) if the output settles the question."
+        return text
+    }
+
+    static let noCode = """
+        Your reply had no ```repl block and no FINAL(…) line. Write Python in a ```repl block to inspect `context`, \
+        or, if you know the answer, reply with one line: FINAL(answer)
+        """
+
+    static func missingVariable(_ name: String) -> String {
+        "FINAL_VAR(\(name)): there is no variable named `\(name)` in the REPL. Assign it in a ```repl block first, "
+            + "or reply with FINAL(answer)."
+    }
+
+    static let lastChance = """
+        You have no steps left. Based on what the REPL has shown you, reply now with your best answer as one line: \
+        FINAL(answer)
+        """
+
+    /// Keeps the head and tail of `text` within `limit` characters, saying how much was cut.
+    static func headTail(_ text: String, limit: Int) -> String {
+        guard text.count > limit, limit > 40 else { return text }
+        let half = (limit - 40) / 2
+        let cut = text.count - 2 * half
+        return String(text.prefix(half)) + "\n… [\(cut) characters cut] …\n" + String(text.suffix(half))
+    }
+
+    static func grouped(_ value: Int) -> String {
+        let digits = String(value)
+        var out = ""
+        for (i, ch) in digits.reversed().enumerated() {
+            if i > 0 && i % 3 == 0 { out.append(",") }
+            out.append(ch)
+        }
+        return String(out.reversed())
+    }
+}

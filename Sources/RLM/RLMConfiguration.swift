@@ -1,0 +1,61 @@
+import Foundation
+import RLMSandbox
+
+/// Everything an ``RLMEngine`` needs. Configure once, run many times.
+public struct RLMConfiguration: Sendable {
+    /// The model that drives the loop (and child RLMs).
+    public var rootModel: any LanguageModel
+    /// The model `llm_query` and `llm_query_batched` call; the root model when `nil`.
+    public var subModel: (any LanguageModel)?
+    /// Where model-written code runs.
+    public var sandbox: any Sandbox
+    /// Limits on the whole run.
+    public var budget: Budget
+    /// How many prompts of one `llm_query_batched` call run at once.
+    public var batchConcurrency: Int
+    /// Wall-clock limit per code cell.
+    public var cellTimeout: Duration
+    /// Characters of each cell's output shown to the model (head + tail kept).
+    public var outputCharsPerCell: Int
+    /// Characters of the context shown to the model in its first message, so it sees the format before it codes.
+    public var contextSampleChars: Int
+    /// Most tokens per root model reply.
+    public var maxOutputTokens: Int?
+    /// Sampling temperature for the root model; `nil` uses the server's default.
+    public var temperature: Double?
+    /// When a reply both runs code and writes `FINAL(…)` in its text, run the code, show the output and ask again
+    /// instead of accepting the answer. Small models write the code and a guessed answer in one breath; large models
+    /// rarely do. Off by default (the contract accepts a text `FINAL` in any reply); `--provider local` turns it on.
+    public var confirmAnswersWrittenWithCode: Bool
+    /// Price of a model call in USD, from the server-reported model name and its usage.
+    public var cost: @Sendable (_ model: String, _ usage: TokenUsage) -> Double
+    /// Receives every event of every run.
+    public var onEvent: RLMEventHandler?
+    /// The root model's context window in tokens, for trimming the history (defaults to the model's own, else 32k).
+    public var historyWindowTokens: Int?
+
+    /// - Parameters:
+    ///   - rootModel: drives the loop.
+    ///   - subModel: answers `llm_query`; the root model when `nil`.
+    ///   - sandbox: runs the code.
+    ///   - budget: limits (defaults: 20 iterations, depth 1).
+    public init(
+        rootModel: any LanguageModel, subModel: (any LanguageModel)? = nil, sandbox: any Sandbox,
+        budget: Budget = Budget()
+    ) {
+        self.rootModel = rootModel
+        self.subModel = subModel
+        self.sandbox = sandbox
+        self.budget = budget
+        self.batchConcurrency = 16
+        self.cellTimeout = .seconds(60)
+        self.outputCharsPerCell = 4000
+        self.contextSampleChars = 600
+        self.maxOutputTokens = nil
+        self.temperature = nil
+        self.confirmAnswersWrittenWithCode = false
+        self.cost = { _, _ in 0 }
+        self.onEvent = nil
+        self.historyWindowTokens = nil
+    }
+}

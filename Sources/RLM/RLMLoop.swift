@@ -1,0 +1,236 @@
+import Foundation
+import RLMSandbox
+
+/// One RLM conversation at one depth: its sandbox session, its message history, and the iteration loop.
+actor RLMLoop {
+    enum Outcome: Sendable {
+        case answered(String)
+        /// Iterations ran out and the last request brought no answer.
+        case noAnswer
+    }
+
+    private let configuration: RLMConfiguration
+    private let context: ContextValue?
+    private let depth: Int
+    private var events: EventEmitter
+    private var session: (any SandboxSession)?
+    private var messages: [ChatMessage] = []
+    /// Root iterations used by the latest `answer` call.
+    private(set) var iterationsUsed = 0
+
+    init(configuration: RLMConfiguration, context: ContextValue?, depth: Int, events: EventEmitter) {
+        self.configuration = configuration
+        self.context = context
+        self.depth = depth
+        self.events = events
+    }
+
+    /// Runs the loop for one question. A second call continues the same conversation and REPL (a follow-up).
+    func answer(query: String, tracker: BudgetTracker, onIteration: (@Sendable (Int) -> Void)? = nil) async throws
+        -> Outcome
+    {
+        events = events.with(tracker: tracker)
+        let router = SubcallRouter(configuration: configuration, tracker: tracker, depth: depth, events: events)
+        try await ensureSession(router: router)
+        if messages.isEmpty {
+            messages = [
+                .system(
+                    Prompts.system(
+                        context: context,
+                        subWindowTokens: (configuration.subModel ?? configuration.rootModel)
+                            .contextWindow,
+                        outputChars: configuration.outputCharsPerCell,
+                        canRecurse: depth + 1 <= configuration.budget.maxDepth)),
+                .user(Prompts.firstUser(query: query, context: context, sampleChars: configuration.contextSampleChars)),
+            ]
+        } else {
+            messages.append(.user("A new question about the same `context` (your variables are still there): \(query)"))
+        }
+        let maxIterations = configuration.budget.maxIterations
+        var consecutiveErrors = 0
+        var iteration = 0
+        while iteration < maxIterations {
+            iteration += 1
+            iterationsUsed = iteration
+            onIteration?(iteration)
+            try await tracker.check()
+            let text = try await callModel(iteration: iteration, tracker: tracker)
+            messages.append(.assistant(text))
+            let reply = ReplyParser.parse(text)
+
+            if reply.codeBlocks.isEmpty {
+                if let final = reply.finalAnswer {
+                    switch try await resolve(final) {
+                    case .some(let answer):
+                        await events.emit(
+                            .finalAnswer, depth: depth, iteration: iteration, data: ["answer": cut(answer)])
+                        return .answered(answer)
+                    case .none:
+                        if case .variable(let name) = final { messages.append(.user(Prompts.missingVariable(name))) }
+                    }
+                } else {
+                    messages.append(.user(Prompts.noCode))
+                }
+                continue
+            }
+
+            var outputs = [String]()
+            var anyError = false
+            for (index, code) in reply.codeBlocks.enumerated() {
+                let result = try await runCell(code, router: router, iteration: iteration)
+                outputs.append(
+                    Prompts.cellOutput(
+                        index: index, of: reply.codeBlocks.count, result: result,
+                        limit: configuration.outputCharsPerCell))
+                if let final = result.finalAnswer {
+                    await events.emit(.finalAnswer, depth: depth, iteration: iteration, data: ["answer": cut(final)])
+                    return .answered(final)
+                }
+                if result.error != nil { anyError = true }
+            }
+            consecutiveErrors = anyError ? consecutiveErrors + 1 : 0
+            if let max = configuration.budget.maxConsecutiveErrors, consecutiveErrors >= max {
+                await tracker.trip(.consecutiveErrors, "the code failed \(consecutiveErrors) times in a row")
+                try await tracker.check()
+            }
+            var unconfirmed = false
+            if let final = reply.finalAnswer {
+                if configuration.confirmAnswersWrittenWithCode {
+                    unconfirmed = true
+                } else if let answer = try await resolve(final) {
+                    await events.emit(.finalAnswer, depth: depth, iteration: iteration, data: ["answer": cut(answer)])
+                    return .answered(answer)
+                }
+            }
+            messages.append(
+                .user(
+                    Prompts.afterCode(
+                        outputs: outputs, iteration: iteration, maxIterations: maxIterations,
+                        unconfirmedAnswer: unconfirmed)))
+        }
+
+        // Out of iterations: one last request, as a user message (a conversation ending in two assistant messages is
+        // refused by some servers and misread by others).
+        try await tracker.check()
+        messages.append(.user(Prompts.lastChance))
+        let text = try await callModel(iteration: iteration, tracker: tracker)
+        messages.append(.assistant(text))
+        if let final = ReplyParser.parse(text).finalAnswer, let answer = try await resolve(final) {
+            await events.emit(.finalAnswer, depth: depth, iteration: iteration, data: ["answer": cut(answer)])
+            return .answered(answer)
+        }
+        return .noAnswer
+    }
+
+    func close() async {
+        await session?.shutdown()
+        session = nil
+    }
+
+    // MARK: - Steps
+
+    private func ensureSession(router: SubcallRouter) async throws {
+        if let session, await session.isAlive { return }
+        await session?.shutdown()
+        let fresh = try await configuration.sandbox.startSession(handler: router)
+        if let context { try await fresh.loadContext(context) }
+        session = fresh
+    }
+
+    private func runCell(_ code: String, router: SubcallRouter, iteration: Int) async throws -> CellResult {
+        try await ensureSession(router: router)
+        guard let session else { throw SandboxError.terminated("no sandbox session") }
+        let result = try await session.run(code, timeout: configuration.cellTimeout)
+        var data = [
+            "code": cut(code, 4000), "stdout": cut(result.stdout, 4000), "stderr": cut(result.stderr, 2000),
+            "duration_ms": String(format: "%.1f", result.durationMilliseconds),
+        ]
+        if let error = result.error { data["error"] = "\(error.type): \(cut(error.message, 500))" }
+        if result.timedOut { data["timed_out"] = "true" }
+        if result.stateLost { data["state_lost"] = "true" }
+        await events.emit(.codeResult, depth: depth, iteration: iteration, data: data)
+        if result.stateLost {
+            // The next cell gets a fresh REPL with the context loaded again.
+            try await ensureSession(router: router)
+        }
+        return result
+    }
+
+    private func resolve(_ final: FinalAnswer) async throws -> String? {
+        switch final {
+        case .value(let value):
+            return value
+        case .variable(let name):
+            guard let session else { return nil }
+            return try await session.variable(named: name)?.value
+        }
+    }
+
+    private func callModel(iteration: Int, tracker: BudgetTracker) async throws -> String {
+        let window = configuration.historyWindowTokens ?? configuration.rootModel.contextWindow ?? 32_768
+        let reserve = configuration.maxOutputTokens ?? min(2048, window / 4)
+        var attempt = 0
+        while true {
+            let fitted = Self.fit(messages, windowTokens: window >> attempt, reserveTokens: reserve)
+            await events.emit(
+                .modelRequest, depth: depth, iteration: iteration,
+                data: [
+                    "messages": "\(fitted.count)",
+                    "estimated_tokens": "\(fitted.reduce(0) { $0 + estimateTokens($1.content) })",
+                    "last": cut(fitted.last?.content ?? "", 4000),
+                ])
+            do {
+                let completion = try await configuration.rootModel.complete(
+                    CompletionRequest(
+                        messages: fitted, maxOutputTokens: configuration.maxOutputTokens,
+                        temperature: configuration.temperature))
+                await tracker.record(
+                    completion.usage, cost: configuration.cost(completion.model, completion.usage), isSubcall: false)
+                await events.emit(
+                    .modelResponse, depth: depth, iteration: iteration,
+                    data: [
+                        "text": cut(completion.text, 8000), "model": completion.model,
+                        "input_tokens": "\(completion.usage.inputTokens)",
+                        "output_tokens": "\(completion.usage.outputTokens)",
+                    ])
+                return completion.text
+            } catch let error as LLMError where error.kind == .contextOverflow && attempt < 2 {
+                // Our estimate was too generous for this tokenizer: trim harder and try again.
+                attempt += 1
+                await events.emit(
+                    .note, depth: depth, iteration: iteration, data: ["note": "history trimmed: \(error.message)"])
+            }
+        }
+    }
+
+    /// Keeps the system message, the first question, and as many recent turns as fit; drops whole
+    /// assistant+user pairs from the middle so roles keep alternating.
+    static func fit(_ messages: [ChatMessage], windowTokens: Int, reserveTokens: Int) -> [ChatMessage] {
+        let budget = max(256, windowTokens - reserveTokens)
+        func size(_ list: [ChatMessage]) -> Int { list.reduce(0) { $0 + estimateTokens($1.content) + 4 } }
+        guard size(messages) > budget, messages.count > 3 else { return messages }
+        let head = Array(messages.prefix(2))
+        var tail = Array(messages.dropFirst(2))
+        var dropped = 0
+        while tail.count > 1 && size(head + tail) > budget {
+            tail.removeFirst(min(2, tail.count - 1))
+            dropped += 2
+        }
+        var result = head
+        if dropped > 0 {
+            result[1].content += "\n\n(\(dropped) earlier messages were left out to fit the model's window.)"
+        }
+        result += tail
+        // Still too big: cut the largest message's middle.
+        while size(result) > budget,
+            let index = result.indices.dropFirst().max(by: {
+                result[$0].content.count < result[$1].content.count
+            }), result[index].content.count > 400
+        {
+            let over = (size(result) - budget) * 3 + 200
+            result[index].content = Prompts.headTail(
+                result[index].content, limit: max(200, result[index].content.count - over))
+        }
+        return result
+    }
+}

@@ -1,0 +1,97 @@
+import ArgumentParser
+import Foundation
+import RLMSandbox
+
+struct BenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Measure SwiftRLM's speed (figures for docs/BENCHMARKS.md).",
+        subcommands: [SandboxBench.self]
+    )
+}
+
+struct SandboxBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sandbox",
+        abstract: "Cold start (new session to first result) against `python3 -c pass`, and warm empty-cell round trips."
+    )
+
+    @Option(help: "Cold starts to measure.")
+    var cold: Int = 30
+
+    @Option(help: "Empty cells to time in one warm session.")
+    var warm: Int = 2000
+
+    @Option(help: "Python interpreter (also used for the baseline).")
+    var python: String = "/usr/bin/python3"
+
+    func run() async throws {
+        var configuration = ProcessSandbox.Configuration()
+        configuration.pythonPath = python
+        let sandbox = ProcessSandbox(configuration: configuration)
+        let clock = ContinuousClock()
+
+        // Warm the page cache for both sides first so neither pays for disk reads.
+        _ = try await sandbox.withSession { try await $0.run("pass") }
+        _ = try Self.runBaseline(python)
+
+        var baseline = [Duration]()
+        var coldStarts = [Duration]()
+        for _ in 0..<cold {
+            baseline.append(try Self.runBaseline(python))
+            let start = clock.now
+            let session = try await sandbox.startSession(handler: nil)
+            _ = try await session.run("pass")
+            coldStarts.append(clock.now - start)
+            await session.shutdown()
+        }
+        let warmTimes = try await sandbox.withSession { session in
+            for _ in 0..<100 { _ = try await session.run("pass") }
+            var times = [Duration]()
+            times.reserveCapacity(warm)
+            for _ in 0..<warm {
+                let start = clock.now
+                _ = try await session.run("pass")
+                times.append(clock.now - start)
+            }
+            return times
+        }
+        let baselineMedian = median(baseline)
+        let coldMedian = median(coldStarts)
+        writeOut("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; python: \(python)\n")
+        writeOut("python3 -c pass       median \(ms(baselineMedian)) ms  (n=\(cold))\n")
+        writeOut(
+            "cold start            median \(ms(coldMedian)) ms  p90 \(ms(percentile(coldStarts, 0.9))) ms  "
+                + "ratio \(String(format: "%.2f", seconds(coldMedian) / seconds(baselineMedian)))x  (target ≤ 2x)\n")
+        writeOut(
+            "warm empty cell       median \(us(median(warmTimes))) µs  p90 \(us(percentile(warmTimes, 0.9))) µs  "
+                + "p99 \(us(percentile(warmTimes, 0.99))) µs  (n=\(warm), target ≤ 500 µs)\n")
+    }
+
+    static func runBaseline(_ python: String) throws -> Duration {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: python)
+        process.arguments = ["-c", "pass"]
+        try process.run()
+        process.waitUntilExit()
+        return clock.now - start
+    }
+}
+
+func median(_ values: [Duration]) -> Duration { percentile(values, 0.5) }
+
+func percentile(_ values: [Duration], _ p: Double) -> Duration {
+    guard !values.isEmpty else { return .zero }
+    let sorted = values.sorted()
+    return sorted[min(sorted.count - 1, Int(Double(sorted.count - 1) * p + 0.5))]
+}
+
+func seconds(_ duration: Duration) -> Double {
+    let (s, atto) = duration.components
+    return Double(s) + Double(atto) / 1e18
+}
+
+func ms(_ duration: Duration) -> String { String(format: "%.2f", seconds(duration) * 1000) }
+func us(_ duration: Duration) -> String { String(format: "%.0f", seconds(duration) * 1e6) }
