@@ -14,6 +14,7 @@ let package = Package(
         .executable(name: "rlm-sandbox-launch", targets: ["CRLMLaunch"]),
         .library(name: "RLM", targets: ["RLM"]),
         .library(name: "RLMProviders", targets: ["RLMProviders"]),
+        .library(name: "RLMLocal", targets: ["RLMLocal"]),
         .library(name: "RLMSandbox", targets: ["RLMSandbox"]),
         .library(name: "RLMTesting", targets: ["RLMTesting"]),
     ],
@@ -53,6 +54,17 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The offline model: pulling sha256-pinned GGUF files from PyPI wheels, and running llama.cpp's server.
+        .target(
+            name: "RLMLocal",
+            dependencies: [
+                "RLM",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            resources: [.copy("Resources/serve_llama.py")],
+            swiftSettings: swiftSettings
+        ),
         // Fakes for tests, shipped like HummingbirdTesting: a scripted LLM server over real HTTP.
         .target(
             name: "RLMTesting",
@@ -67,7 +79,7 @@ let package = Package(
         .executableTarget(
             name: "rlm",
             dependencies: [
-                "RLM", "RLMProviders", "RLMSandbox",
+                "RLM", "RLMProviders", "RLMSandbox", "RLMLocal",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -81,6 +93,11 @@ let package = Package(
         .testTarget(
             name: "RLMProvidersTests",
             dependencies: ["RLMProviders", "RLMTesting", "RLM"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "RLMLocalTests",
+            dependencies: ["RLMLocal", "RLM"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

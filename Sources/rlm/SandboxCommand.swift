@@ -98,7 +98,8 @@ struct SandboxExec: AsyncParsableCommand {
                 "timed_out": result.timedOut,
                 "duration_ms": (result.durationMilliseconds * 1000).rounded() / 1000,
             ]
-            let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+            let data = try JSONSerialization.data(
+                withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
             writeOut(String(decoding: data, as: UTF8.self) + "\n")
         } else {
             writeOut(result.stdout)
