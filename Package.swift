@@ -60,6 +60,8 @@ let package = Package(
             dependencies: [
                 "RLM",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             resources: [.copy("Resources/serve_llama.py")],
@@ -97,7 +99,13 @@ let package = Package(
         ),
         .testTarget(
             name: "RLMLocalTests",
-            dependencies: ["RLMLocal", "RLM"],
+            dependencies: [
+                "RLMLocal", "RLM",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -75,7 +75,10 @@ actor BubblewrapSession: SandboxSession {
         do {
             let reply = try await exchange(
                 id: "h0",
-                sending: [configuration.workerSourceOverride ?? WorkerSource.data, HostMessage.encode(init_)],
+                sending: [
+                    configuration.workerSourceOverride ?? WorkerSource.payload(python: configuration.pythonPath),
+                    HostMessage.encode(init_),
+                ],
                 timeout: configuration.startTimeout,
                 startTimer: false, allowSubcalls: false)
             guard case .ready(_, _, let python, let landlock) = reply.message else {
@@ -472,7 +475,12 @@ private let ignoreSIGPIPE: Void = {
     _ = signal(SIGPIPE, SIG_IGN)
 }()
 
-/// The worker's Python source, shipped as a resource of this module.
+/// The worker's Python source, shipped as a resource of this module, and its compiled form.
+///
+/// Compiling the 40 KB worker takes Python longer than starting up, so the host compiles it once per interpreter
+/// (outside the sandbox, with an empty environment) and caches the `marshal`ed code object in memory and under
+/// `~/.cache/swiftrlm`. Frame 0 then carries `RLMM` + that code; the bootstrap falls back to compiling source when
+/// no compiled form is available.
 enum WorkerSource {
     static let data: Data = {
         guard let url = Bundle.module.url(forResource: "rlm_worker", withExtension: "py"),
@@ -482,4 +490,83 @@ enum WorkerSource {
         }
         return data
     }()
+
+    static let compiledMarker = Data("RLMM".utf8)
+    private static let compiled = Mutex<[String: Data]>([:])
+
+    /// Frame 0 for `python`: compiled code when possible, else the source.
+    static func payload(python: String) -> Data {
+        if let cached = compiled.withLock({ $0[python] }) { return cached }
+        let payload = loadOrCompile(python: python) ?? data
+        compiled.withLock { $0[python] = payload }
+        return payload
+    }
+
+    private static func loadOrCompile(python: String) -> Data? {
+        let real = URL(fileURLWithPath: python).resolvingSymlinksInPath().path
+        var info = stat()
+        guard stat(real, &info) == 0 else { return nil }
+        var key = data
+        key.append(Data("\(real)|\(info.st_mtim.tv_sec)|\(info.st_size)|\(python)".utf8))
+        let name = "worker-" + String(fnv1a(key), radix: 16) + ".bin"
+        let environment = ProcessInfo.processInfo.environment
+        let cacheRoot =
+            environment["XDG_CACHE_HOME"].flatMap { $0.isEmpty ? nil : $0 }
+            ?? (environment["HOME"] ?? NSHomeDirectory()) + "/.cache"
+        let directory = cacheRoot + "/swiftrlm"
+        let file = directory + "/" + name
+        if let cached = FileManager.default.contents(atPath: file), cached.starts(with: compiledMarker) {
+            return cached
+        }
+        guard let code = compile(python: python) else { return nil }
+        let payload = compiledMarker + code
+        try? FileManager.default.createDirectory(
+            atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let temporary = file + ".\(getpid()).tmp"
+        if FileManager.default.createFile(atPath: temporary, contents: payload, attributes: [.posixPermissions: 0o600]) {
+            if rename(temporary, file) != 0 { unlink(temporary) }
+        }
+        return payload
+    }
+
+    /// Runs the interpreter once on the host to compile the worker; `nil` if anything goes wrong.
+    private static func compile(python: String) -> Data? {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: python)
+        process.arguments = [
+            "-I", "-c",
+            "import marshal,sys;sys.stdout.buffer.write(marshal.dumps(compile(sys.stdin.buffer.read().decode(),"
+                + "'<rlm-worker>','exec')))",
+        ]
+        process.environment = [:]
+        let input = Pipe()
+        let output = Pipe()
+        process.standardInput = input
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        do {
+            try process.run()
+        } catch {
+            return nil
+        }
+        let source = data
+        let writer = Thread {
+            try? input.fileHandleForWriting.write(contentsOf: source)
+            try? input.fileHandleForWriting.close()
+        }
+        writer.start()
+        let code = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0, !code.isEmpty else { return nil }
+        return code
+    }
+
+    private static func fnv1a(_ data: Data) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in data {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x100_0000_01b3
+        }
+        return hash
+    }
 }

@@ -46,9 +46,9 @@ struct LaunchPlan: Sendable {
                 if not c: raise SystemExit(3)
                 b+=c
             return b
-        _n=int.from_bytes(_r(4),'big');_s=_r(_n).decode()
+        _n=int.from_bytes(_r(4),'big');_s=_r(_n)
         _g={'__name__':'rlm_worker','__builtins__':__builtins__}
-        exec(compile(_s,'<rlm-worker>','exec'),_g)
+        exec(__import__('marshal').loads(_s[4:]) if _s[:4]==b'RLMM' else compile(_s.decode(),'<rlm-worker>','exec'),_g)
         """
 
     init(configuration: ProcessSandbox.Configuration) throws {
@@ -127,16 +127,19 @@ struct LaunchPlan: Sendable {
             }
         }
         bwrap += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"]
-        for path in extraReadOnly { bwrap += ["--ro-bind", path, path] }
         bwrap += [
             "--proc", "/proc", "--dev", "/dev",
             "--size", "\(configuration.workDirBytes)", "--tmpfs", Self.workDir,
+        ]
+        // After the tmpfs, so an interpreter that lives under /tmp is not hidden by it.
+        for path in extraReadOnly { bwrap += ["--ro-bind", path, path] }
+        bwrap += [
             "--chdir", Self.workDir,
             "--clearenv",
             "--setenv", "HOME", Self.workDir, "--setenv", "TMPDIR", Self.workDir,
             "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "LANG", "C.UTF-8",
             "--",
-            pythonPath, "-I", "-c", Self.bootstrap,
+            pythonPath, "-I", "-S", "-c", Self.bootstrap,
         ]
         return launcher + bwrap
     }

@@ -7,7 +7,7 @@ struct RLMCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rlm",
         abstract: "SwiftRLM: answer questions over contexts far larger than a model's window.",
-        subcommands: [RunCommand.self, SandboxCommand.self, DoctorCommand.self, BenchCommand.self]
+        subcommands: [RunCommand.self, ModelCommand.self, SandboxCommand.self, DoctorCommand.self, BenchCommand.self]
     )
 
     /// Contract 2: usage errors exit 2 (ArgumentParser's default is 64).

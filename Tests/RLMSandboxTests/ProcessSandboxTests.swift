@@ -365,3 +365,38 @@ extension SandboxTests {
         }
     }
 }
+
+extension SandboxTests {
+    @Suite("Process sandbox: interpreters")
+    struct SandboxInterpreterTests {
+        /// A venv is bound read-only and its packages import (scripts/test builds one with numpy at
+        /// /opt/swiftrlm-test-venv; without it the test makes a bare venv and checks the prefix).
+        @Test func venvInterpreterIsUsable() async throws {
+            let prepared = ProcessInfo.processInfo.environment["RLM_TEST_VENV"] ?? "/opt/swiftrlm-test-venv"
+            var configuration = testConfiguration()
+            let withNumpy = FileManager.default.fileExists(atPath: prepared + "/bin/python3")
+            var venv = prepared
+            if !withNumpy {
+                venv = "/tmp/rlm-test-venv-\(getpid())"
+                let process = Process()
+                process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+                process.arguments = ["-m", "venv", "--without-pip", venv]
+                try process.run()
+                process.waitUntilExit()
+                try #require(process.terminationStatus == 0, "python3 -m venv failed (apt-get install python3-venv)")
+            }
+            defer { if !withNumpy { try? FileManager.default.removeItem(atPath: venv) } }
+            configuration.pythonPath = venv + "/bin/python3"
+            try await withTestSession(configuration) { (session: any SandboxSession) async throws in
+                let prefix = try await session.run("import sys\nprint(sys.prefix)")
+                #expect(prefix.stdout == venv + "\n")
+                if withNumpy {
+                    let numpy = try await session.run("import numpy as np\nprint(int(np.arange(10).sum()))")
+                    #expect(numpy.stdout == "45\n", "\(numpy)")
+                }
+                let write = try await session.run("open('\(venv)/evil', 'w')")
+                #expect(write.error != nil)
+            }
+        }
+    }
+}

@@ -1041,7 +1041,26 @@ def _read_init(reader):
     return m['id'], wd, ll
 
 
+class _LazySite:
+    """The host starts Python with -S: site-packages (and venv detection) cost startup time most cells never need.
+    The first top-level import the standard library cannot satisfy runs site.main() once and retries."""
+
+    done = False
+
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if path is not None or cls.done:
+            return None
+        cls.done = True
+        import site
+        site.main()
+        from importlib.machinery import PathFinder
+        return PathFinder.find_spec(name)
+
+
 def main():
+    if sys.flags.no_site:
+        sys.meta_path.append(_LazySite)
     _setup_channel()
     reader = _FrameReader(_CHAN_IN)
     try:
