@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "RLMLocal", targets: ["RLMLocal"]),
         .library(name: "RLMSandbox", targets: ["RLMSandbox"]),
         .library(name: "RLMTesting", targets: ["RLMTesting"]),
+        .library(name: "RLMTasks", targets: ["RLMTasks"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -67,6 +68,12 @@ let package = Package(
             resources: [.copy("Resources/serve_llama.py")],
             swiftSettings: swiftSettings
         ),
+        // The long-context task suite: seeded generators of tasks with exact answers, and scoring.
+        .target(
+            name: "RLMTasks",
+            dependencies: ["RLM", "RLMSandbox"],
+            swiftSettings: swiftSettings
+        ),
         // Fakes for tests, shipped like HummingbirdTesting: a scripted LLM server over real HTTP.
         .target(
             name: "RLMTesting",
@@ -81,7 +88,7 @@ let package = Package(
         .executableTarget(
             name: "rlm",
             dependencies: [
-                "RLM", "RLMProviders", "RLMSandbox", "RLMLocal",
+                "RLM", "RLMProviders", "RLMSandbox", "RLMLocal", "RLMTasks", "RLMTesting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -106,6 +113,11 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "RLMTasksTests",
+            dependencies: ["RLMTasks", "RLM", "RLMSandbox"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

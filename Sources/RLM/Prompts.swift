@@ -59,24 +59,35 @@ enum Prompts {
             or, if the answer is in a variable: FINAL_VAR(variable_name)
             Give only the answer (a number, a name, a short phrase), in the form the question asks for.
 
-            Example. Question: how many lines mention "timeout"?
+            Example 1. Question: how many WARN lines mention "timeout"?
             ```repl
-            lines = context.splitlines()
-            hits = [line for line in lines if "timeout" in line]
+            hits = [line for line in context.splitlines() if " WARN " in line and "timeout" in line]
             print(len(hits))
             print(hits[:3])
             ```
-            The REPL prints 17 and three lines. Then you reply:
+            The REPL prints 17 and three matching lines, which you check. Then you reply:
             FINAL(17)
 
-            Look at the data before you compute. Wait for the REPL's output before you answer; never guess it.
+            Example 2. Question: what is the port of server alpha-3?
+            ```repl
+            for line in context.splitlines():
+                if "alpha-3" in line and "port" in line:
+                    print(line)
+            ```
+            The REPL prints: alpha-3 listens on port 8443. Then you reply:
+            FINAL(8443)
+
+            Rules: `context` holds all of the data, so work on the whole of it, not only the start shown to you. Go \
+            line by line (or document by document) with simple `in` tests that match the exact format you see in \
+            the data; print a few matches to check them. Wait for the REPL's output before you answer; never guess it.
             """
     }
 
     static func firstUser(query: String, context: ContextValue?, sampleChars: Int) -> String {
         var text = "Question: \(query)\n"
         if let sample = sample(of: context, chars: sampleChars) {
-            text += "\nThe start of `context` (\(sample.note)):\n```text\n\(sample.text)\n```\n"
+            text +=
+                "\nHow `context` begins (\(sample.note); the full data is much longer):\n```text\n\(sample.text)\n…\n```\n"
         }
         text += "\nStart by exploring `context` in a ```repl block."
         return text
@@ -86,10 +97,10 @@ enum Prompts {
         guard let context, chars > 0 else { return nil }
         switch context {
         case .text(let text):
-            return (String(text.prefix(chars)), "first \(min(chars, text.count)) characters")
+            return (String(text.prefix(chars)), "a str")
         case .documents(let documents):
             guard let first = documents.first else { return nil }
-            return (String(first.prefix(chars)), "first characters of context[0]")
+            return (String(first.prefix(chars)), "context[0], the first document")
         case .json(let value):
             let data = (try? JSONEncoder().encode(value)) ?? Data()
             return (String(String(decoding: data, as: UTF8.self).prefix(chars)), "as JSON")
@@ -124,6 +135,12 @@ enum Prompts {
             + "or reply with FINAL(answer) if the output settles the question."
         return text
     }
+
+    static let repeated = """
+        That is the same code as your previous step, so it printed the same thing. Do something different: check \
+        the exact format of the lines you are matching, or search the whole `context`; if the output already \
+        answers the question, reply with FINAL(answer).
+        """
 
     static let noCode = """
         Your reply had no ```repl block and no FINAL(…) line. Write Python in a ```repl block to inspect `context`, \

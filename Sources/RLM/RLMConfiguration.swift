@@ -27,6 +27,9 @@ public struct RLMConfiguration: Sendable {
     /// instead of accepting the answer. Small models write the code and a guessed answer in one breath; large models
     /// rarely do. Off by default (the contract accepts a text `FINAL` in any reply); `--provider local` turns it on.
     public var confirmAnswersWrittenWithCode: Bool
+    /// At the last request (iterations spent), accept a one-line reply without `FINAL(…)` as the answer. Small models
+    /// often answer "42" when asked for their final answer; off by default (the contract wants `FINAL`).
+    public var acceptBareLastAnswer: Bool
     /// Price of a model call in USD, from the server-reported model name and its usage.
     public var cost: @Sendable (_ model: String, _ usage: TokenUsage) -> Double
     /// Receives every event of every run.
@@ -54,8 +57,20 @@ public struct RLMConfiguration: Sendable {
         self.maxOutputTokens = nil
         self.temperature = nil
         self.confirmAnswersWrittenWithCode = false
+        self.acceptBareLastAnswer = false
         self.cost = { _, _ in 0 }
         self.onEvent = nil
         self.historyWindowTokens = nil
+    }
+
+    /// Settings for small local models (Qwen2.5-Coder 0.5B/1.5B on one CPU thread), from watching them work: run code
+    /// before believing an answer written next to it, accept a bare last answer, show less output per cell (their
+    /// window is 8K tokens), cap replies at 1024 tokens, and sample at a low temperature (at 0 they repeat themselves).
+    public mutating func tuneForSmallModels() {
+        confirmAnswersWrittenWithCode = true
+        acceptBareLastAnswer = true
+        outputCharsPerCell = 2000
+        maxOutputTokens = 1024
+        temperature = 0.2
     }
 }

@@ -49,6 +49,7 @@ actor RLMLoop {
         let maxIterations = configuration.budget.maxIterations
         var consecutiveErrors = 0
         var iteration = 0
+        var previousCode: [String] = []
         while iteration < maxIterations {
             iteration += 1
             iterationsUsed = iteration
@@ -74,6 +75,8 @@ actor RLMLoop {
                 continue
             }
 
+            let repeatedCode = reply.codeBlocks == previousCode
+            previousCode = reply.codeBlocks
             var outputs = [String]()
             var anyError = false
             for (index, code) in reply.codeBlocks.enumerated() {
@@ -102,6 +105,7 @@ actor RLMLoop {
                     return .answered(answer)
                 }
             }
+            if repeatedCode { outputs.append(Prompts.repeated) }
             messages.append(
                 .user(
                     Prompts.afterCode(
@@ -115,9 +119,18 @@ actor RLMLoop {
         messages.append(.user(Prompts.lastChance))
         let text = try await callModel(iteration: iteration, tracker: tracker)
         messages.append(.assistant(text))
-        if let final = ReplyParser.parse(text).finalAnswer, let answer = try await resolve(final) {
+        let parsed = ReplyParser.parse(text)
+        if let final = parsed.finalAnswer, let answer = try await resolve(final) {
             await events.emit(.finalAnswer, depth: depth, iteration: iteration, data: ["answer": cut(answer)])
             return .answered(answer)
+        }
+        let bare = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        if configuration.acceptBareLastAnswer, !bare.isEmpty, !bare.contains("```"), bare.count <= 200,
+            !bare.contains("\n")
+        {
+            await events.emit(
+                .finalAnswer, depth: depth, iteration: iteration, data: ["answer": cut(bare), "bare": "true"])
+            return .answered(bare)
         }
         return .noAnswer
     }

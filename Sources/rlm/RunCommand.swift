@@ -146,12 +146,7 @@ struct RunCommand: AsyncParsableCommand {
                         maxWallTime: timeout.map { .milliseconds(Int64($0 * 1000)) }, maxSubcalls: maxSubcalls))
                 configuration.cellTimeout = .milliseconds(Int64(cellTimeout * 1000))
                 configuration.batchConcurrency = batchConcurrency
-                configuration.confirmAnswersWrittenWithCode = setup.isLocal
-                if setup.isLocal {
-                    configuration.outputCharsPerCell = 2000
-                    configuration.maxOutputTokens = 1024
-                    configuration.temperature = 0.2
-                }
+                if setup.isLocal { configuration.tuneForSmallModels() }
                 configuration.cost = { model, usage in priceTable.cost(of: usage, model: model) ?? 0 }
                 let progress = ProgressReporter(maxIterations: maxIterations)
                 configuration.onEvent = { event in

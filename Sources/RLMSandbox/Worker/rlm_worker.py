@@ -64,6 +64,7 @@ _ABANDONED = set()     # sub-call ids whose caller was interrupted: a late reply
 _SUB_IDS = itertools.count(1)
 _NS = {}               # the REPL namespace
 _CTX_PENDING = {}      # context name -> (kind, path, error or None), bound lazily
+_CTX_BOUND = {}        # context name -> the object bound, to undo a cell shrinking or deleting it
 _CTX_INFLIGHT = {}     # context request id -> [name, kind, path, next seq, file or None, error or None]
 _CTX_COUNTER = itertools.count(1)
 _SOURCES = {}          # cell filename -> source, for tracebacks
@@ -582,6 +583,28 @@ def SHOW_VARS():
 
 # ------------------------------------------------------------------------------------------------------- contexts
 
+def _restore_contexts():
+    """Small models overwrite `context` with a slice or with invented sample data and then count in that. A cell
+    that deletes a loaded context, or rebinds it to a smaller value of the same type, gets the full value back and a
+    note saying so. Other rebinds (say, parsing a JSON str into a dict) are kept."""
+    notes = []
+    for name, original in _CTX_BOUND.items():
+        current = _NS.get(name, _CTX_BOUND)
+        if current is original:
+            continue
+        if current is _CTX_BOUND:
+            what = 'deleted'
+        elif type(current) is type(original) and hasattr(current, '__len__') and len(current) < len(original):
+            unit = 'characters' if type(original) is str else 'items'
+            what = f'replaced by a smaller value ({len(current):,} of {len(original):,} {unit})'
+        else:
+            continue
+        _NS[name] = original
+        notes.append(f'[note: `{name}` was {what}; it has been restored to the full data. '
+                     f'Keep slices and results in other variables.]')
+    return '\n'.join(notes)
+
+
 def _load_context(name):
     # The entry stays pending until the value is bound: an interrupted or failed load can be retried.
     kind, path, err = _CTX_PENDING[name]
@@ -603,6 +626,7 @@ def _load_context(name):
             raise ContextError(f'context {name!r} of kind "list" must be a JSON array of strings')
     del data
     _NS[name] = value
+    _CTX_BOUND[name] = value
     del _CTX_PENDING[name]
     try:
         os.unlink(path)  # the value lives in memory now; the sandbox's tmpfs is small
@@ -655,6 +679,7 @@ def _on_context(m):
             if st[5] is None:
                 st[5] = f'{type(e).__name__}: {e}'
     name, kind, path, err = st[0], st[1], st[2], st[5]
+    _CTX_BOUND.pop(name, None)
     old = _CTX_PENDING.pop(name, None)
     if old is not None:
         try:
@@ -783,6 +808,9 @@ def _on_exec(m):
         error = _format_error(err)
         err = None
     stdout, stderr = _collect_output()
+    restored = _restore_contexts()
+    if restored:
+        stdout = stdout + ('' if not stdout or stdout.endswith('\n') else '\n') + restored
     final = _FINAL[0]
     if final is None:
         a = _NS.get('answer')
