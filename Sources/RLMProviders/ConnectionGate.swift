@@ -117,6 +117,11 @@ final class ConnectionGate: Sendable {
             if acquired { release() }
             throw CancellationError()
         }
+        // A permit that came too late (the waiting task was not scheduled in time) is no use.
+        if acquired, ContinuousClock.now >= deadline {
+            release()
+            return false
+        }
         return acquired
     }
 

@@ -74,5 +74,7 @@ public enum ProviderHTTPClient {
 
     private static let clients = Mutex<Set<ObjectIdentifier>>([])
     private static func register(_ client: HTTPClient) { _ = clients.withLock { $0.insert(ObjectIdentifier(client)) } }
-    private static func unregister(_ client: HTTPClient) { _ = clients.withLock { $0.remove(ObjectIdentifier(client)) } }
+    private static func unregister(_ client: HTTPClient) {
+        _ = clients.withLock { $0.remove(ObjectIdentifier(client)) }
+    }
 }

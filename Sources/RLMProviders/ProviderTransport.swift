@@ -64,7 +64,7 @@ struct ProviderTransport: Sendable {
             for try await buffer in response.body {
                 monitor.markActivity()
                 guard bytes.count + buffer.readableBytes <= limit else {
-                    throw errors.invalidResponse("a response body larger than \(limit >> 20) MiB; refusing to read it")
+                    throw errors.invalidResponse("a response body larger than \(limit) bytes; refusing to read it")
                 }
                 bytes.append(contentsOf: buffer.readableBytesView)
             }
@@ -130,8 +130,12 @@ struct ProviderTransport: Sendable {
                     retryable = true
                 }
             case .failed(let error):
-                if error is CancellationError { throw error }
-                if let error = error as? LLMError {
+                if error is CancellationError {
+                    // Not our caller's cancellation (that was checked above): the HTTP client gave up on the
+                    // request, as it does when its connection pool shuts down.
+                    finalError = errors.transport("the HTTP client cancelled the request")
+                    retryable = true
+                } else if let error = error as? LLMError {
                     finalError = error
                     retryable = error.kind == .server || error.kind == .rateLimited
                 } else if let error = error as? SSEParser.Error {

@@ -46,9 +46,14 @@ actor BubblewrapSession: SandboxSession {
                 memoryLimitBytes: configuration.memoryLimitBytes + configuration.workDirBytes + (64 << 20),
                 maxProcesses: configuration.maxProcesses)
             : nil
-        let argv = plan.arguments(
-            configuration: configuration, cgroups: cgroups,
-            bubblewrapFeatures: BubblewrapFeatures.probe(plan.bubblewrapPath))
+        // Both run a helper process the first time (then they are cached): keep that off the cooperative pool.
+        let bwrapPath = plan.bubblewrapPath
+        let features = await offPool { BubblewrapFeatures.probe(bwrapPath) }
+        if configuration.workerSourceOverride == nil {
+            let python = configuration.pythonPath
+            _ = await offPool { WorkerSource.payload(python: python) }
+        }
+        let argv = plan.arguments(configuration: configuration, cgroups: cgroups, bubblewrapFeatures: features)
         let process: ChildProcess
         do {
             process = try ChildProcess.spawn(path: plan.launcherPath, arguments: argv, environment: [])
@@ -110,6 +115,11 @@ actor BubblewrapSession: SandboxSession {
                 + " or `user.max_user_namespaces` > 0"
         }
         return message
+    }
+
+    /// For tests: the launcher's pid and the sandbox's cgroup directories, to check nothing outlives the session.
+    nonisolated var processesForTesting: (pid: pid_t, cgroups: [String]) {
+        (process.pid, cgroups?.directories ?? [])
     }
 
     // MARK: - SandboxSession
@@ -419,10 +429,13 @@ actor BubblewrapSession: SandboxSession {
         guard endReason == nil else { return "" }
         endReason = reason
         process.kill()
-        cgroups?.killAll()
+        let cgroups = cgroups
+        await offPool { cgroups?.killAll() }
         let status = await process.waitForExit()
-        cgroups?.killAll()
-        cgroups?.remove()
+        await offPool {
+            cgroups?.killAll()
+            cgroups?.remove()
+        }
         let stderr = process.drainStderr()
         process.closeStderr()
         channel.close()
@@ -523,7 +536,8 @@ enum WorkerSource {
         try? FileManager.default.createDirectory(
             atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         let temporary = file + ".\(getpid()).tmp"
-        if FileManager.default.createFile(atPath: temporary, contents: payload, attributes: [.posixPermissions: 0o600]) {
+        if FileManager.default.createFile(atPath: temporary, contents: payload, attributes: [.posixPermissions: 0o600])
+        {
             if rename(temporary, file) != 0 { unlink(temporary) }
         }
         return payload

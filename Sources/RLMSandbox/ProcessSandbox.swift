@@ -33,6 +33,9 @@ struct LaunchPlan: Sendable {
     let pythonPath: String
     let extraReadOnly: [String]
     let runningAsRoot: Bool
+    /// A venv needs `site` at start-up (it sets `sys.prefix` and the venv's paths); a system Python starts with -S
+    /// and the worker imports `site` on the first import the standard library cannot satisfy.
+    let usesVenv: Bool
 
     static let workDir = "/tmp"
 
@@ -76,6 +79,9 @@ struct LaunchPlan: Sendable {
                     + "or point the sandbox at another interpreter (--python)")
         }
         pythonPath = python
+        usesVenv = FileManager.default.fileExists(
+            atPath: URL(fileURLWithPath: python).deletingLastPathComponent().deletingLastPathComponent().path
+                + "/pyvenv.cfg")
         var binds = configuration.readOnlyBinds
         binds.append(contentsOf: Self.interpreterBinds(python))
         extraReadOnly = Array(Set(binds)).sorted()
@@ -139,8 +145,8 @@ struct LaunchPlan: Sendable {
             "--setenv", "HOME", Self.workDir, "--setenv", "TMPDIR", Self.workDir,
             "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "LANG", "C.UTF-8",
             "--",
-            pythonPath, "-I", "-S", "-c", Self.bootstrap,
         ]
+        bwrap += [pythonPath, "-I"] + (usesVenv ? [] : ["-S"]) + ["-c", Self.bootstrap]
         return launcher + bwrap
     }
 

@@ -203,3 +203,11 @@ final class SpawnThread: @unchecked Sendable {
         return try result!.get()
     }
 }
+
+/// Runs blocking work (process waits, sleeps in retry loops) on a Dispatch thread, so the cooperative thread pool —
+/// two threads on a two-core machine — never stalls on it.
+func offPool<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { continuation in
+        DispatchQueue.global().async { continuation.resume(returning: body()) }
+    }
+}

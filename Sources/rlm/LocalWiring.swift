@@ -40,7 +40,7 @@ func withLocalModel<T: Sendable>(
         // One CPU thread generates ~10 tokens/s: a long reply takes minutes, not seconds.
         configuration.readTimeout = .seconds(900)
         configuration.totalTimeout = .seconds(1800)
-        let client = OpenAIChatModel(configuration: configuration)
+        let client = OpenAIChatModel(configuration: configuration, httpClient: ProviderHTTPClient.shared)
         return try await body(client, nil)
     }
 }

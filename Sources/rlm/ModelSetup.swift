@@ -93,21 +93,21 @@ struct ModelSetup {
     ) async throws -> T {
         switch kind {
         case .openAI(let configuration):
-            let root = OpenAIChatModel(configuration: configuration)
+            let root = OpenAIChatModel(configuration: configuration, httpClient: ProviderHTTPClient.shared)
             var sub: OpenAIChatModel?
             if let subModelName {
                 var subConfiguration = configuration
                 subConfiguration.defaultModel = subModelName
-                sub = OpenAIChatModel(configuration: subConfiguration)
+                sub = OpenAIChatModel(configuration: subConfiguration, httpClient: ProviderHTTPClient.shared)
             }
             return try await body(root, sub)
         case .anthropic(let configuration):
-            let root = AnthropicModel(configuration: configuration)
+            let root = AnthropicModel(configuration: configuration, httpClient: ProviderHTTPClient.shared)
             var sub: AnthropicModel?
             if let subModelName {
                 var subConfiguration = configuration
                 subConfiguration.defaultModel = subModelName
-                sub = AnthropicModel(configuration: subConfiguration)
+                sub = AnthropicModel(configuration: subConfiguration, httpClient: ProviderHTTPClient.shared)
             }
             return try await body(root, sub)
         case .local(let name):

@@ -231,6 +231,16 @@ struct ProviderWireTests {
         }
     }
 
+    @Test func anOversizedBodyIsRefusedClearly() async throws {
+        try await FakeLLMServer.withServer(.always(.text(String(repeating: "x", count: 4096)))) { server async throws in
+            let model = openAIModel(server) { $0.maxResponseBytes = 1024 }
+            let error = await llmError { try await model.complete(CompletionRequest(messages: [.user("x")])) }
+            #expect(error?.kind == .invalidResponse)
+            #expect(error?.message.contains("larger than") == true)
+            #expect(await server.requests.count == 1)
+        }
+    }
+
     @Test func namesAndWindowsComeFromTheConfiguration() {
         var openAI = OpenAIChatModel.Configuration(defaultModel: "qwen", contextWindow: 8192)
         openAI.providerName = "local"

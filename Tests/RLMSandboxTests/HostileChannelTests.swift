@@ -67,6 +67,7 @@ extension SandboxTests {
                 return .text("late")
             }
             let session = try await ProcessSandbox(configuration: configuration).startSession(handler: handler)
+            let probe = try #require(session as? BubblewrapSession).processesForTesting
             let clock = ContinuousClock()
             let start = clock.now
             do {
@@ -81,12 +82,13 @@ extension SandboxTests {
             #expect(clock.now - start < .seconds(5), "\(name): the host must not wait on a hostile worker")
             #expect(await session.isAlive == false)
             await session.shutdown()
-            try await expectNoSandboxProcesses()
+            try await expectGone(probe)
         }
 
         /// Model-written code finds the channel among its open descriptors and forges a result frame.
         @Test func userCodeForgingFramesIsCaught() async throws {
             let session = try await ProcessSandbox(configuration: testConfiguration()).startSession(handler: nil)
+            let probe = try #require(session as? BubblewrapSession).processesForTesting
             let forged =
                 #"{"type":"result","id":"h999","stdout":"pwned","stderr":"","error":null,"final":"pwned","duration_ms":1}"#
             do {
@@ -112,7 +114,7 @@ extension SandboxTests {
                 #expect(error.isProtocolViolation)
             }
             await session.shutdown()
-            try await expectNoSandboxProcesses()
+            try await expectGone(probe)
         }
 
         @Test func missingInterpreterGetsAnActionableError() async throws {

@@ -23,42 +23,39 @@ func withTestSession<T: Sendable>(
     handler: (any SubcallHandler)? = nil,
     _ body: (any SandboxSession) async throws -> T
 ) async throws -> T {
-    let value = try await ProcessSandbox(configuration: configuration).withSession(handler: handler, body)
-    try await expectNoSandboxProcesses()
-    return value
-}
-
-/// Every sandbox process carries the worker bootstrap or our bwrap hostname on its command line.
-func sandboxProcesses() -> [Int32] {
-    guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
-    var found = [Int32]()
-    for entry in entries {
-        guard let pid = Int32(entry), pid != getpid() else { continue }
-        guard let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline"), !data.isEmpty else {
-            continue
-        }
-        let cmdline = String(decoding: data.map { $0 == 0 ? 32 : $0 }, as: UTF8.self)
-        if cmdline.contains("'rlm_worker'") || cmdline.contains("rlm-sandbox") {
-            // Zombies already exited; they hold nothing.
-            if let status = try? String(contentsOfFile: "/proc/\(entry)/status", encoding: .utf8),
-                status.contains("State:\tZ")
-            {
-                continue
-            }
-            found.append(pid)
-        }
+    let session = try await ProcessSandbox(configuration: configuration).startSession(handler: handler)
+    let probe = try #require(session as? BubblewrapSession).processesForTesting
+    do {
+        let value = try await body(session)
+        await session.shutdown()
+        try await expectGone(probe)
+        return value
+    } catch {
+        await session.shutdown()
+        try await expectGone(probe)
+        throw error
     }
-    return found
 }
 
-/// Fails the test when a sandbox process outlives its session (after a short grace for reaping).
-func expectNoSandboxProcesses(sourceLocation: SourceLocation = #_sourceLocation) async throws {
+/// The session's launcher (bwrap's outer process) is reaped and its cgroups — which held every process of the
+/// sandbox — are gone. Other tests' sandboxes may run meanwhile; this looks only at this one.
+func expectGone(
+    _ probe: (pid: pid_t, cgroups: [String]), sourceLocation: SourceLocation = #_sourceLocation
+) async throws {
     for _ in 0..<100 {
-        if sandboxProcesses().isEmpty { return }
+        let alive = kill(probe.pid, 0) == 0 && !isZombie(probe.pid)
+        let groups = probe.cgroups.filter { FileManager.default.fileExists(atPath: $0) }
+        if !alive && groups.isEmpty { return }
         try await Task.sleep(for: .milliseconds(20))
     }
-    let left = sandboxProcesses()
-    #expect(left.isEmpty, "sandbox processes left alive: \(left)", sourceLocation: sourceLocation)
+    #expect(
+        Bool(false), "sandbox \(probe.pid) or its cgroups \(probe.cgroups) outlived the session",
+        sourceLocation: sourceLocation)
+}
+
+func isZombie(_ pid: pid_t) -> Bool {
+    guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return true }
+    return status.contains("State:\tZ")
 }
 
 /// A listening TCP socket on the host's 127.0.0.1; returns (fd, port).
