@@ -87,8 +87,13 @@ struct SandboxExec: AsyncParsableCommand {
         var stderr = result.stderr
         if let error = result.error, Self.exitStatus(result) != 0 {
             if !stderr.isEmpty && !stderr.hasSuffix("\n") { stderr += "\n" }
-            stderr += error.traceback.isEmpty ? "\(error.type): \(error.message)\n" : error.traceback
-            if !error.traceback.isEmpty && !error.traceback.hasSuffix("\n") { stderr += "\n" }
+            if !error.traceback.isEmpty {
+                stderr += error.traceback.hasSuffix("\n") ? error.traceback : error.traceback + "\n"
+            }
+            // The host's own verdicts (timeout, memory, a killed sandbox) are not in any Python traceback.
+            if error.traceback.isEmpty || result.timedOut || result.stateLost {
+                stderr += "\(error.type): \(error.message)\n"
+            }
         }
         if json {
             let object: [String: Any] = [
