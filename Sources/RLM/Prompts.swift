@@ -59,6 +59,42 @@ enum Prompts {
             or, if the answer is in a variable: FINAL_VAR(variable_name)
             Give only the answer (a number, a name, a short phrase), in the form the question asks for.
 
+            \(examples(for: context))
+
+            Rules: `context` holds all of the data, so work on the whole of it, not only the start shown to you. Go \
+            line by line (or document by document) with simple `in` tests that match the exact format you see in \
+            the data; print a few matches to check them. Wait for the REPL's output before you answer; never guess it.
+            """
+    }
+
+    /// Two short worked examples shaped like the context, so a small model copies a pattern that works on it.
+    static func examples(for context: ContextValue?) -> String {
+        if case .documents = context {
+            return """
+                Example 1. Question: which file defines the function `load_config`?
+                ```repl
+                for doc in context:
+                    if "def load_config(" in doc:
+                        print(doc.splitlines()[0])
+                ```
+                The REPL prints: ### src/app/config.py. Then you reply:
+                FINAL(src/app/config.py)
+
+                Example 2. Question: what is the total amount of the invoices of client K-7?
+                ```repl
+                total = 0
+                for doc in context:
+                    if "client: K-7\\n" in doc:
+                        for line in doc.splitlines():
+                            if line.startswith("amount:"):
+                                total += float(line.split()[-1].replace("$", ""))
+                print(total)
+                ```
+                The REPL prints 1234.5. Then you reply:
+                FINAL(1234.5)
+                """
+        }
+        return """
             Example 1. Question: how many WARN lines mention "timeout"?
             ```repl
             hits = [line for line in context.splitlines() if " WARN " in line and "timeout" in line]
@@ -76,10 +112,6 @@ enum Prompts {
             ```
             The REPL prints: alpha-3 listens on port 8443. Then you reply:
             FINAL(8443)
-
-            Rules: `context` holds all of the data, so work on the whole of it, not only the start shown to you. Go \
-            line by line (or document by document) with simple `in` tests that match the exact format you see in \
-            the data; print a few matches to check them. Wait for the REPL's output before you answer; never guess it.
             """
     }
 
@@ -137,9 +169,8 @@ enum Prompts {
     }
 
     static let repeated = """
-        That is the same code as your previous step, so it printed the same thing. Do something different: check \
-        the exact format of the lines you are matching, or search the whole `context`; if the output already \
-        answers the question, reply with FINAL(answer).
+        You already ran exactly this code, and its output is above. If that output answers the question, reply now \
+        with one line: FINAL(answer). If it does not, write different code.
         """
 
     static let noCode = """

@@ -50,6 +50,7 @@ actor RLMLoop {
         var consecutiveErrors = 0
         var iteration = 0
         var previousCode: [String] = []
+        var repeats = 0
         while iteration < maxIterations {
             iteration += 1
             iterationsUsed = iteration
@@ -75,7 +76,16 @@ actor RLMLoop {
                 continue
             }
 
-            let repeatedCode = reply.codeBlocks == previousCode
+            // A model that resubmits the code it just ran is stuck (small models do this at low temperature): do not
+            // run it again; ask for the answer, and after a second time go straight to the last request.
+            if reply.codeBlocks == previousCode {
+                repeats += 1
+                await events.emit(.note, depth: depth, iteration: iteration, data: ["note": "repeated code, not run"])
+                if repeats >= 2 { break }
+                messages.append(.user(Prompts.repeated))
+                continue
+            }
+            repeats = 0
             previousCode = reply.codeBlocks
             var outputs = [String]()
             var anyError = false
@@ -105,7 +115,6 @@ actor RLMLoop {
                     return .answered(answer)
                 }
             }
-            if repeatedCode { outputs.append(Prompts.repeated) }
             messages.append(
                 .user(
                     Prompts.afterCode(

@@ -26,7 +26,7 @@ public enum ReplyParser {
     /// Parses one reply.
     /// - Parameter text: the model's whole reply.
     public static func parse(_ text: String) -> ParsedReply {
-        let (blocks, prose) = splitFences(text)
+        let (blocks, prose) = splitFences(repairMissingOpeningFence(text))
         var repl = [String]()
         var python = [String]()
         for block in blocks {
@@ -40,6 +40,18 @@ public enum ReplyParser {
             !$0.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty
         }
         return ParsedReply(codeBlocks: code, finalAnswer: findFinal(in: prose))
+    }
+
+    /// Small models sometimes drop the opening backticks and begin their reply with the fence's language word:
+    /// `repl⏎code⏎```. When the first line is only such a word and a closing fence follows, restore the opening.
+    static func repairMissingOpeningFence(_ text: String) -> String {
+        let trimmed = text.drop { $0 == " " || $0 == "\n" || $0 == "\t" }
+        guard let newline = trimmed.firstIndex(of: "\n") else { return text }
+        let word = trimmed[..<newline].trimmingCharacters(in: .whitespaces).lowercased()
+        guard ["repl", "python", "py", "python3"].contains(word) else { return text }
+        let rest = trimmed[newline...]
+        let hasClosing = rest.split(separator: "\n").contains { $0.trimmingCharacters(in: .whitespaces) == "```" }
+        return hasClosing ? "```" + trimmed : text
     }
 
     struct Block {

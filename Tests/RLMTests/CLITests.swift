@@ -111,7 +111,7 @@ struct CLITests {
     }
 
     @Test func budgetExhaustionExitsThree() async throws {
-        let steps = Array(repeating: "```repl\nprint('still looking')\n```", count: 10)
+        let steps = (0..<10).map { "```repl\nprint('still looking', \($0))\n```" }
         try await FakeLLMServer.withServer(scriptedHandler(steps: steps)) { server in
             let result = try await runRLM(
                 ["run", "--base-url", server.openAIBaseURL, "--max-iterations", "2", "--json", "q"],
@@ -128,7 +128,7 @@ struct CLITests {
     }
 
     @Test func tokenBudgetStopsTheRun() async throws {
-        let steps = Array(repeating: "```repl\nprint('x' * 100)\n```", count: 20)
+        let steps = (0..<20).map { "```repl\nprint('x' * \($0 + 100))\n```" }
         try await FakeLLMServer.withServer(scriptedHandler(steps: steps)) { server in
             let result = try await runRLM(
                 ["run", "--base-url", server.openAIBaseURL, "--max-tokens", "3000", "--json", "q"],

@@ -144,7 +144,7 @@ struct EngineTests {
     }
 
     @Test func iterationsRunOutWithALastUserRequest() async throws {
-        let root = ScriptedModel(replies: Array(repeating: "```repl\nprint(1)\n```", count: 3) + ["no idea"])
+        let root = ScriptedModel(replies: (0..<3).map { "```repl\nprint(\($0))\n```" } + ["no idea"])
         let result = try await engine(root: root, budget: Budget(maxIterations: 3)).run(query: "q", context: .text("c"))
         #expect(result.answer == nil)
         guard case .budgetExhausted(let reason) = result.status else {
@@ -209,7 +209,7 @@ struct EngineTests {
     }
 
     @Test func consecutiveErrorsStopTheRun() async throws {
-        let root = ScriptedModel(replies: Array(repeating: "```repl\n1/0\n```", count: 10))
+        let root = ScriptedModel(replies: (0..<10).map { "```repl\n1/0  # attempt \($0)\n```" })
         let result = try await engine(root: root, budget: Budget(maxConsecutiveErrors: 3)).run(
             query: "q", context: nil)
         guard case .budgetExhausted(let reason) = result.status else {
@@ -260,6 +260,16 @@ struct EngineTests {
         #expect(fitted[1].content.hasPrefix("first question"))
         #expect(fitted.last?.content.hasPrefix("output 49") == true)
         for (a, b) in zip(fitted.dropFirst(), fitted.dropFirst(2)) { #expect(a.role != b.role) }
+    }
+
+    @Test func repeatedCodeIsNotRunAgainAndEndsTheLoopEarly() async throws {
+        let same = "```repl\nprint('counting')\n```"
+        let root = ScriptedModel(replies: [same, same, same, "FINAL(7)"])
+        let result = try await engine(root: root).run(query: "q", context: .text("c"))
+        #expect(result.answer == "7")
+        #expect(root.requests.count == 4)
+        #expect(root.requests[2].last?.content.contains("You already ran exactly this code") == true)
+        #expect(root.requests[3].last?.content.contains("no steps left") == true)
     }
 
     @Test func documentsContextIsAList() async throws {

@@ -54,6 +54,9 @@ struct ReplyParserTests {
         #expect(bare.codeBlocks.isEmpty)
         let unclosed = ReplyParser.parse("```repl\nprint(len(context))")
         #expect(unclosed.codeBlocks == ["print(len(context))"])
+        let missingOpening = ReplyParser.parse("repl\nprint(1)\n```\nThe REPL prints: 1")
+        #expect(missingOpening.codeBlocks == ["print(1)"])
+        #expect(ReplyParser.parse("repl is a word\n```").codeBlocks.isEmpty)
         let longFence = ReplyParser.parse("````repl\nx = '```'\n````")
         #expect(longFence.codeBlocks == ["x = '```'"])
     }
