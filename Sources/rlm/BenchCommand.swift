@@ -6,7 +6,7 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure SwiftRLM's speed (figures for docs/BENCHMARKS.md).",
-        subcommands: [SandboxBench.self, SubcallsBench.self]
+        subcommands: [SandboxBench.self, SubcallsBench.self, TasksBench.self]
     )
 }
 

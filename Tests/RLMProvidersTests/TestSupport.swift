@@ -165,13 +165,10 @@ struct CapturingLogHandler: LogHandler {
     }
 }
 
-/// A port that refuses connections: a server's, after it shut down.
+/// A port that refuses connections. A privileged port (the discard service, unused here): a port freed by a server
+/// that shut down could be handed to another test's server running in parallel, which would then answer.
 func closedPort() async throws -> Int {
-    let server = FakeLLMServer(handler: .always(.text("unused")))
-    try await server.start()
-    let port = server.port
-    await server.shutdown()
-    return port
+    9
 }
 
 /// Waits until the server has received `count` requests (at most 5 s), so a test can act on a call in flight.

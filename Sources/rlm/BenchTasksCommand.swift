@@ -1,0 +1,428 @@
+import ArgumentParser
+import Foundation
+import RLM
+import RLMLocal
+import RLMProviders
+import RLMSandbox
+import RLMTasks
+
+/// `rlm bench tasks`: the long-context task suite — generate task files, run them through the RLM and a baseline,
+/// regenerate the bundled sample.
+struct TasksBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tasks",
+        abstract: "Long-context tasks with exact answers: generate them, and score the RLM against a baseline.",
+        discussion: """
+            Tasks come from a seeded generator (the same seed gives byte-identical tasks everywhere): counting lines \
+            in a log, finding a planted fact among decoys, aggregating over many documents, and questions about a \
+            generated source tree. See docs/TASKS.md.
+            """,
+        subcommands: [Generate.self, Run.self, Sample.self]
+    )
+
+    /// How the tasks of a command are chosen: a task file, or a seed with sizes and a count.
+    struct Selection: ParsableArguments {
+        @Option(help: "Seed of the generator.")
+        var seed: UInt64 = 1
+
+        @Option(help: "Number of tasks (default: the standard suite of 12, or one per kind and size with --sizes).")
+        var count: Int?
+
+        @Option(help: "Context sizes, comma-separated: 100k, 300k, 1m, 1.5m, 5m (k = 1000 bytes).")
+        var sizes: String?
+
+        @Option(help: "Kinds, comma-separated: counting, needle, aggregation, source_tree (default: all).")
+        var kinds: String?
+
+        func validate() throws {
+            if let count, count < 1 { throw ValidationError("--count must be at least 1") }
+            _ = try parsedSizes()
+            _ = try parsedKinds()
+        }
+
+        func parsedSizes() throws -> [Int]? {
+            guard let sizes else { return nil }
+            let values = try sizes.split(separator: ",").map { item -> Int in
+                guard let value = TaskSuite.parseSize(String(item)), value >= 1_000, value <= 50_000_000 else {
+                    throw ValidationError("--sizes: '\(item)' is not a size between 1k and 50m (e.g. 100k, 1m)")
+                }
+                return value
+            }
+            guard !values.isEmpty else { throw ValidationError("--sizes is empty") }
+            return values
+        }
+
+        func parsedKinds() throws -> [TaskKind] {
+            guard let kinds else { return TaskKind.generated }
+            let values = try kinds.split(separator: ",").map { item -> TaskKind in
+                let kind = TaskKind(
+                    rawValue: item.trimmingCharacters(in: .whitespaces).replacingOccurrences(
+                        of: "-", with: "_"))
+                guard TaskKind.generated.contains(kind) else {
+                    throw ValidationError(
+                        "--kinds: unknown kind '\(item)'; choose from "
+                            + TaskKind.generated.map(\.rawValue).joined(separator: ", "))
+                }
+                return kind
+            }
+            guard !values.isEmpty else { throw ValidationError("--kinds is empty") }
+            return values
+        }
+
+        /// The tasks this selection names.
+        func tasks() throws -> [BenchTask] {
+            let kinds = try parsedKinds()
+            if count == nil && sizes == nil && self.kinds == nil { return TaskSuite.standard(seed: seed) }
+            let sizes = try parsedSizes() ?? TaskSuite.standardSizes
+            return TaskSuite.generate(seed: seed, count: count ?? kinds.count * sizes.count, sizes: sizes, kinds: kinds)
+        }
+    }
+
+    // MARK: generate
+
+    struct Generate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write a task file (JSON), or list its tasks.",
+            discussion: "Without --out the JSON goes to stdout. Exit status: 0 written, 2 usage or I/O error."
+        )
+
+        @OptionGroup var selection: Selection
+
+        @Option(help: "Write the task file here.")
+        var out: String?
+
+        @Flag(help: "Print a table (id, kind, size, answer kind, question, answer) instead of the JSON.")
+        var list = false
+
+        func run() async throws {
+            let tasks = try selection.tasks()
+            if list {
+                writeOut(TasksBench.listing(tasks))
+                return
+            }
+            let data = try TaskFile(tasks: tasks, seed: selection.seed).encoded()
+            guard let out else {
+                writeOut(String(decoding: data, as: UTF8.self) + "\n")
+                return
+            }
+            do {
+                try data.write(to: URL(fileURLWithPath: out))
+            } catch {
+                printError("rlm: cannot write \(out): \(error.localizedDescription)")
+                throw ExitCode(2)
+            }
+            printError("rlm: wrote \(tasks.count) tasks (\("\(data.count) bytes")) to \(out)")
+        }
+    }
+
+    static func listing(_ tasks: [BenchTask]) -> String {
+        var rows = [["id", "kind", "size", "answer", "question", "expected"]]
+        for task in tasks {
+            rows.append([
+                task.id, task.kind.rawValue, TaskSuite.describeSize(task.sizeBytes), task.answerKind.rawValue,
+                task.query, task.answer,
+            ])
+        }
+        let widths = (0..<rows[0].count).map { column in rows.map { $0[column].count }.max() ?? 0 }
+        return rows.map { row in
+            row.enumerated().map { index, cell in
+                index == row.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
+            }.joined(separator: "  ")
+        }.joined(separator: "\n") + "\n"
+    }
+
+    // MARK: sample
+
+    struct Sample: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Regenerate the bundled sample log (samples/app.log) byte for byte.",
+            discussion: "Prints the demo's question and its exact answer."
+        )
+
+        @Option(help: "Where to write the log.")
+        var out: String = "samples/app.log"
+
+        func run() async throws {
+            let task = TaskSuite.sample()
+            guard case .text(let text) = task.context else { throw ExitCode(1) }
+            do {
+                try Data(text.utf8).write(to: URL(fileURLWithPath: out))
+            } catch {
+                printError("rlm: cannot write \(out): \(error.localizedDescription)")
+                throw ExitCode(2)
+            }
+            writeOut("\(out): \(text.utf8.count) bytes\nquestion: \(task.query)\nanswer: \(task.answer)\n")
+        }
+    }
+
+    // MARK: run
+
+    struct Run: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run tasks through the RLM and the baseline; print accuracy, tokens, time and cost.",
+            discussion: """
+                Each task runs through the RLM engine exactly as `rlm run` would (same providers, keys and \
+                local-model settings) and, unless --no-baseline, through the baseline: the same model asked once, \
+                with the head of the context that fits its window, to reply with the answer only. A task that \
+                errors or times out counts as wrong and the run goes on. The local server starts once for the \
+                whole run. Progress goes to stderr on a terminal; the table (or --json) to stdout.
+                Exit status: 0 the run finished (whatever the accuracy), 2 usage or setup error, 1 other failure.
+                """
+        )
+
+        @Option(help: "A task file (JSON, as written by `generate`); otherwise tasks come from --seed/--count/--sizes.")
+        var tasks: String?
+
+        @OptionGroup var selection: Selection
+
+        @Option(help: "openai (any OpenAI-compatible server), anthropic, or local (offline llama.cpp).")
+        var provider: ProviderChoice?
+
+        @Option(help: "API base URL, e.g. http://127.0.0.1:8080/v1 (OpenAI-compatible) or https://api.anthropic.com.")
+        var baseURL: String?
+
+        @Option(help: "Root model name.")
+        var model: String?
+
+        @Option(help: "Model for llm_query sub-calls (default: the root model).")
+        var subModel: String?
+
+        @Option(help: "Local model for --provider local.")
+        var localModel: String = "qwen2.5-coder-1.5b"
+
+        @Flag(inversion: .prefixedNo, help: "Also ask the model directly (context cut to its window).")
+        var baseline = true
+
+        @Flag(inversion: .prefixedNo, help: "Run the RLM (--no-rlm: the baseline only).")
+        var rlm = true
+
+        @Option(help: "Root iterations per task.")
+        var maxIterations: Int = 20
+
+        @Option(help: "Recursion depth for rlm_query (0: plain llm_query).")
+        var maxDepth: Int = 1
+
+        @Option(help: "Wall-clock limit in seconds per task and method.")
+        var timeout: Double?
+
+        @Option(help: "Wall-clock limit per code cell in seconds.")
+        var cellTimeout: Double = 60
+
+        @Option(help: "The model's context window in tokens (for servers that do not say).")
+        var contextWindow: Int?
+
+        @Option(help: "Tokens reserved for the baseline's reply.")
+        var baselineReplyTokens: Int = 256
+
+        @Option(help: "Write each RLM run's trajectory (JSONL) to DIR/<task id>.jsonl.")
+        var trajectoryDir: String?
+
+        @Option(help: "Read keys from this .env file (opt-in).")
+        var envFile: String?
+
+        @Option(help: "A JSON price table: {\"model\": {\"input\": USD per 1M, \"output\": USD per 1M}}.")
+        var prices: String?
+
+        @Option(help: "Python interpreter inside the sandbox.")
+        var python: String = "/usr/bin/python3"
+
+        @Flag(help: "Print the whole report as JSON instead of the table.")
+        var json = false
+
+        @Option(help: "Also write the whole report (JSON) here.")
+        var out: String?
+
+        func validate() throws {
+            guard maxIterations >= 1 else { throw ValidationError("--max-iterations must be at least 1") }
+            guard maxDepth >= 0 else { throw ValidationError("--max-depth must be 0 or more") }
+            if let timeout, timeout <= 0 { throw ValidationError("--timeout must be positive") }
+            guard cellTimeout > 0 else { throw ValidationError("--cell-timeout must be positive") }
+            guard baselineReplyTokens >= 16 else {
+                throw ValidationError("--baseline-reply-tokens must be at least 16")
+            }
+            guard rlm || baseline else { throw ValidationError("--no-rlm and --no-baseline leave nothing to run") }
+            if tasks != nil && (selection.count != nil || selection.sizes != nil || selection.kinds != nil) {
+                throw ValidationError("--tasks reads a task file: do not combine it with --count, --sizes or --kinds")
+            }
+        }
+
+        func run() async throws {
+            let environment = ProcessInfo.processInfo.environment
+            let taskList = try loadTasks()
+            guard !taskList.isEmpty else {
+                printError("rlm: no tasks to run")
+                throw ExitCode(2)
+            }
+            var setup: ModelSetup
+            do {
+                setup = try ModelSetup.resolve(
+                    provider: provider, baseURL: baseURL, model: provider == .local ? (model ?? localModel) : model,
+                    subModel: subModel, contextWindow: contextWindow, envFile: envFile, environment: environment)
+            } catch let error as LLMError {
+                printError("rlm: \(error)")
+                throw ExitCode(2)
+            }
+            if case .local = setup.kind { setup.kind = .local(model: model ?? localModel) }
+            if let note = setup.note { printError("rlm: \(note)") }
+            let pricing = try loadPricing()
+            if let trajectoryDir {
+                do {
+                    try FileManager.default.createDirectory(
+                        atPath: trajectoryDir, withIntermediateDirectories: true)
+                } catch {
+                    printError("rlm: cannot create \(trajectoryDir): \(error.localizedDescription)")
+                    throw ExitCode(2)
+                }
+            }
+
+            let report: BenchReport
+            do {
+                report = try await setup.withModels { root, sub in
+                    var sandboxConfiguration = ProcessSandbox.Configuration()
+                    sandboxConfiguration.pythonPath = python
+                    let configuration = setup.runConfiguration(
+                        root: root, sub: sub, sandbox: ProcessSandbox(configuration: sandboxConfiguration),
+                        budget: Budget(maxIterations: maxIterations, maxDepth: maxDepth),
+                        cellTimeout: cellTimeout, batchConcurrency: 16, pricing: pricing)
+                    let runner = BenchRunner(
+                        configuration: configuration,
+                        options: BenchRunner.Options(
+                            runRLM: rlm, runBaseline: baseline,
+                            taskTimeout: timeout.map { .milliseconds(Int64($0 * 1000)) },
+                            baselineReplyTokens: baselineReplyTokens))
+                    let display = BenchProgress(maxIterations: maxIterations, trajectoryDir: trajectoryDir)
+                    defer { display.close() }
+                    return try await runner.run(taskList, observer: display.observer)
+                }
+            } catch let error as LLMError {
+                printError("rlm: \(error)")
+                throw ExitCode(error.kind == .configuration || error.kind == .unauthorized ? 2 : 1)
+            } catch let error as SandboxError {
+                printError("rlm: \(error)")
+                throw ExitCode(error.isSetupError ? 2 : 1)
+            } catch let error as LocalModelError {
+                printError("rlm: \(error)")
+                throw ExitCode(2)
+            }
+
+            let data = try report.json()
+            if let out {
+                do {
+                    try data.write(to: URL(fileURLWithPath: out))
+                } catch {
+                    printError("rlm: cannot write the report to \(out): \(error.localizedDescription)")
+                    throw ExitCode(1)
+                }
+            }
+            if json {
+                writeOut(String(decoding: data, as: UTF8.self) + "\n")
+            } else {
+                writeOut("model: \(report.model)\n\n" + report.table())
+            }
+        }
+
+        private func loadTasks() throws -> [BenchTask] {
+            guard let tasks else { return try selection.tasks() }
+            do {
+                let data = try Data(contentsOf: URL(fileURLWithPath: tasks))
+                return try TaskFile.decode(data).tasks
+            } catch let error as TaskFile.FormatError {
+                printError("rlm: \(tasks): \(error)")
+                throw ExitCode(2)
+            } catch {
+                printError("rlm: cannot read \(tasks): \(error.localizedDescription)")
+                throw ExitCode(2)
+            }
+        }
+
+        private func loadPricing() throws -> ModelPricing {
+            guard let prices else { return .defaults }
+            do {
+                let text = try String(contentsOfFile: prices, encoding: .utf8)
+                return ModelPricing.defaults.merging(try ModelPricing.parse(json: text))
+            } catch {
+                printError("rlm: cannot read the price table \(prices): \(error)")
+                throw ExitCode(2)
+            }
+        }
+    }
+}
+
+extension ModelSetup {
+    /// The engine configuration `rlm run` builds for these models: sandbox, budget, cell timeout, batch concurrency,
+    /// prices, and `tuneForSmallModels()` for the local provider. `rlm run` can call this too, so that a benchmark
+    /// always measures what `rlm run` does.
+    func runConfiguration(
+        root: any LanguageModel, sub: (any LanguageModel)?, sandbox: any Sandbox, budget: Budget, cellTimeout: Double,
+        batchConcurrency: Int, pricing: ModelPricing
+    ) -> RLMConfiguration {
+        var configuration = RLMConfiguration(rootModel: root, subModel: sub, sandbox: sandbox, budget: budget)
+        configuration.cellTimeout = .milliseconds(Int64(cellTimeout * 1000))
+        configuration.batchConcurrency = batchConcurrency
+        if isLocal { configuration.tuneForSmallModels() }
+        configuration.cost = { model, usage in pricing.cost(of: usage, model: model) ?? 0 }
+        return configuration
+    }
+}
+
+/// Progress of a benchmark run on stderr (a terminal only): a line per task and method, the engine's live step line
+/// while the RLM works, and a verdict when it ends. Also writes per-task trajectories when asked.
+final class BenchProgress: Sendable {
+    private let tty = isatty(2) != 0
+    private let maxIterations: Int
+    private let trajectoryDir: String?
+    private let current = Locked<(reporter: ProgressReporter?, writer: TrajectoryWriter?)>((nil, nil))
+
+    init(maxIterations: Int, trajectoryDir: String?) {
+        self.maxIterations = maxIterations
+        self.trajectoryDir = trajectoryDir
+    }
+
+    var observer: BenchRunner.Observer {
+        BenchRunner.Observer(
+            started: { [self] task, method, index, total in
+                let writer: TrajectoryWriter? =
+                    method == .rlm
+                    ? trajectoryDir.flatMap { try? TrajectoryWriter(path: "\($0)/\(task.id).jsonl") } : nil
+                let old = current.withLock { value in
+                    defer { value = (ProgressReporter(maxIterations: maxIterations), writer) }
+                    return value
+                }
+                old.writer?.close()
+                if tty {
+                    printError(
+                        "[bench] \(index + 1)/\(total) \(task.id) (\(TaskSuite.describeSize(task.sizeBytes))) · "
+                            + "\(method.rawValue) · \(task.query)")
+                }
+            },
+            event: { [self] _, event in
+                let (reporter, writer) = current.withLock { $0 }
+                writer?.write(event)
+                if event.depth == 0 { reporter?.update(event) }
+            },
+            finished: { [self] task, outcome in
+                let (reporter, writer) = current.withLock { value in
+                    defer { value = (nil, nil) }
+                    return value
+                }
+                reporter?.finish()
+                writer?.close()
+                guard tty else { return }
+                let verdict = outcome.correct ? "correct" : "wrong"
+                let answer = outcome.predicted.map { "\"\($0.prefix(60))\"" } ?? "(\(outcome.status.rawValue))"
+                printError(
+                    "[bench]   \(outcome.method.rawValue): \(verdict) — \(answer), expected \"\(task.answer)\" · "
+                        + String(format: "%.0f s", outcome.wallSeconds)
+                        + " · \(outcome.inputTokens + outcome.outputTokens) tokens")
+            })
+    }
+
+    func close() {
+        let (reporter, writer) = current.withLock { value in
+            defer { value = (nil, nil) }
+            return value
+        }
+        reporter?.finish()
+        writer?.close()
+    }
+}
