@@ -63,7 +63,9 @@ enum Prompts {
 
             Rules: `context` holds all of the data, so work on the whole of it, not only the start shown to you. Go \
             line by line (or document by document) with simple `in` tests that match the exact format you see in \
-            the data; print a few matches to check them. Wait for the REPL's output before you answer; never guess it.
+            the data; print a few matches to check them. When several lines match, pick the one that names exactly \
+            what the question names (kappa-17 is not kappa-170). Wait for the REPL's output before you answer; never \
+            guess it.
             """
     }
 
@@ -131,8 +133,14 @@ enum Prompts {
         case .text(let text):
             return (String(text.prefix(chars)), "a str")
         case .documents(let documents):
-            guard let first = documents.first else { return nil }
-            return (String(first.prefix(chars)), "context[0], the first document")
+            guard !documents.isEmpty else { return nil }
+            // Heads of a few documents: one sample invites filtering on its id.
+            let shown = documents.prefix(3)
+            let each = max(80, chars / shown.count)
+            let text = shown.enumerated().map { index, document in
+                "context[\(index)]:\n" + String(document.prefix(each))
+            }.joined(separator: "\n…\n")
+            return (text, "the heads of the first \(shown.count) of \(documents.count) documents")
         case .json(let value):
             let data = (try? JSONEncoder().encode(value)) ?? Data()
             return (String(String(decoding: data, as: UTF8.self).prefix(chars)), "as JSON")

@@ -99,6 +99,11 @@ actor RLMLoop {
                     await events.emit(.finalAnswer, depth: depth, iteration: iteration, data: ["answer": cut(final)])
                     return .answered(final)
                 }
+                if result.error?.type == "NameError", let word = ReplyParser.bareFinalArgument(in: code) {
+                    await events.emit(
+                        .finalAnswer, depth: depth, iteration: iteration, data: ["answer": cut(word), "bare": "true"])
+                    return .answered(word)
+                }
                 if result.error != nil { anyError = true }
             }
             consecutiveErrors = anyError ? consecutiveErrors + 1 : 0

@@ -29,7 +29,15 @@ public enum ReplyParser {
         let (blocks, prose) = splitFences(repairMissingOpeningFence(text))
         var repl = [String]()
         var python = [String]()
-        for block in blocks {
+        for var block in blocks {
+            // A bare fence whose first line is only the language word (```⏎repl⏎code): read it as that language.
+            if block.language.isEmpty, let newline = block.code.firstIndex(of: "\n") {
+                let word = block.code[..<newline].trimmingCharacters(in: .whitespaces).lowercased()
+                if ["repl", "python", "py", "python3"].contains(word) {
+                    block.language = word
+                    block.code = String(block.code[block.code.index(after: newline)...])
+                }
+            }
             switch block.language {
             case "repl": repl.append(block.code)
             case "python", "py", "python3": python.append(block.code)
@@ -40,6 +48,18 @@ public enum ReplyParser {
             !$0.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty
         }
         return ParsedReply(codeBlocks: code, finalAnswer: findFinal(in: prose))
+    }
+
+    /// A cell that is only `FINAL(word)` with a bare word: small models mean the word as the answer text, and Python
+    /// raises `NameError`. Returns the word when `code` is exactly such a call.
+    public static func bareFinalArgument(in code: String) -> String? {
+        let trimmed = code.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard trimmed.hasPrefix("FINAL("), trimmed.hasSuffix(")"), !trimmed.contains("\n") else { return nil }
+        let argument = trimmed.dropFirst("FINAL(".count).dropLast().trimmingCharacters(in: .whitespaces)
+        guard !argument.isEmpty, !argument.contains("("), !argument.contains("\""), !argument.contains("'") else {
+            return nil
+        }
+        return argument
     }
 
     /// Small models sometimes drop the opening backticks and begin their reply with the fence's language word:

@@ -272,6 +272,14 @@ struct EngineTests {
         #expect(root.requests[3].last?.content.contains("no steps left") == true)
     }
 
+    @Test func bareWordFinalInCodeIsTheAnswer() async throws {
+        let root = ScriptedModel(replies: ["```repl\nFINAL(QX-17)\n```"])
+        // `QX-17` parses as `QX - 17`: NameError for QX; the model meant the text.
+        #expect(try await engine(root: root).run(query: "q", context: nil).answer == "QX-17")
+        let word = ScriptedModel(replies: ["```repl\nFINAL(tk_9b2cfa04e7ba)\n```"])
+        #expect(try await engine(root: word).run(query: "q", context: nil).answer == "tk_9b2cfa04e7ba")
+    }
+
     @Test func documentsContextIsAList() async throws {
         let root = ScriptedModel(replies: ["```repl\nFINAL(f'{type(context).__name__} {len(context)}')\n```"])
         let result = try await engine(root: root).run(query: "q", context: .documents(["a", "b"]))
