@@ -91,7 +91,7 @@ struct TasksBench: AsyncParsableCommand {
         @Option(help: "Write the task file here.")
         var out: String?
 
-        @Flag(help: "Print a table (id, kind, size, answer kind, question, answer) instead of the JSON.")
+        @Flag(help: "Print a table (id, kind, size, answer type, question, answer) instead of the JSON.")
         var list = false
 
         func run() async throws {
@@ -116,7 +116,7 @@ struct TasksBench: AsyncParsableCommand {
     }
 
     static func listing(_ tasks: [BenchTask]) -> String {
-        var rows = [["id", "kind", "size", "answer", "question", "expected"]]
+        var rows = [["id", "kind", "size", "type", "question", "answer"]]
         for task in tasks {
             rows.append([
                 task.id, task.kind.rawValue, TaskSuite.describeSize(task.sizeBytes), task.answerKind.rawValue,
@@ -256,12 +256,14 @@ struct TasksBench: AsyncParsableCommand {
             var setup: ModelSetup
             do {
                 setup = try ModelSetup.resolve(
-                    provider: provider, baseURL: baseURL, model: provider == .local ? (model ?? localModel) : model,
-                    subModel: subModel, contextWindow: contextWindow, envFile: envFile, environment: environment)
+                    provider: provider, baseURL: baseURL, model: model, subModel: subModel,
+                    contextWindow: contextWindow, envFile: envFile, environment: environment)
             } catch let error as LLMError {
                 printError("rlm: \(error)")
                 throw ExitCode(2)
             }
+            // --local-model names the offline model (also when the local provider was chosen for want of a key);
+            // --model, when given, wins as it does for `rlm run`.
             if case .local = setup.kind { setup.kind = .local(model: model ?? localModel) }
             if let note = setup.note { printError("rlm: \(note)") }
             let pricing = try loadPricing()
