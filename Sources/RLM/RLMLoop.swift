@@ -138,7 +138,12 @@ actor RLMLoop {
             await events.emit(.finalAnswer, depth: depth, iteration: iteration, data: ["answer": cut(answer)])
             return .answered(answer)
         }
-        let bare = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        var bare = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        // "Final(11)" or "final(11)": the right form in the wrong case, from a small model.
+        if bare.lowercased().hasPrefix("final("), bare.hasSuffix(")") {
+            bare = ReplyParser.unquote(
+                String(bare.dropFirst("final(".count).dropLast()).trimmingCharacters(in: .whitespaces))
+        }
         if configuration.acceptBareLastAnswer, !bare.isEmpty, !bare.contains("```"), bare.count <= 200,
             !bare.contains("\n")
         {

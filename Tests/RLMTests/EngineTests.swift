@@ -272,6 +272,13 @@ struct EngineTests {
         #expect(root.requests[3].last?.content.contains("no steps left") == true)
     }
 
+    @Test func bareLastAnswerInTheWrongCaseIsUnwrapped() async throws {
+        let root = ScriptedModel(replies: ["```repl\nprint(1)\n```", "Final(11)"])
+        let result = try await engine(root: root, budget: Budget(maxIterations: 1)) { $0.acceptBareLastAnswer = true }
+            .run(query: "q", context: nil)
+        #expect(result.answer == "11")
+    }
+
     @Test func bareWordFinalInCodeIsTheAnswer() async throws {
         let root = ScriptedModel(replies: ["```repl\nFINAL(QX-17)\n```"])
         // `QX-17` parses as `QX - 17`: NameError for QX; the model meant the text.
