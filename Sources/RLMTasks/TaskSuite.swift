@@ -20,8 +20,9 @@ public enum TaskSuite {
         }
     }
 
-    /// `count` tasks cycling through `kinds`, and through `sizes` independently (task `i` has kind
-    /// `kinds[i % kinds.count]` and size `sizes[i % sizes.count]`).
+    /// `count` tasks cycling through `kinds` and `sizes`: task `i` has kind `kinds[i % K]` and size
+    /// `sizes[(i + i / lcm(K, S)) % S]`, so the first `K × S` tasks meet every kind with every size, and the first
+    /// `lcm(K, S)` simply alternate (4 kinds and sizes 100k, 300k: counting 100k, needle 300k, aggregation 100k, …).
     /// - Parameters:
     ///   - seed: the seed.
     ///   - count: how many tasks.
@@ -31,8 +32,12 @@ public enum TaskSuite {
         seed: UInt64, count: Int, sizes: [Int], kinds: [TaskKind] = TaskKind.generated
     ) -> [BenchTask] {
         guard !sizes.isEmpty, !kinds.isEmpty else { return [] }
+        func gcd(_ a: Int, _ b: Int) -> Int { b == 0 ? a : gcd(b, a % b) }
+        let cycle = kinds.count / gcd(kinds.count, sizes.count) * sizes.count
         return (0..<max(0, count)).map { index in
-            task(seed: seed, index: index, kind: kinds[index % kinds.count], sizeBytes: sizes[index % sizes.count])
+            task(
+                seed: seed, index: index, kind: kinds[index % kinds.count],
+                sizeBytes: sizes[(index + index / cycle) % sizes.count])
         }
     }
 
@@ -42,7 +47,8 @@ public enum TaskSuite {
     ///   - index: the task's position (part of its random stream and id).
     ///   - kind: a generated kind (others fall back to counting).
     ///   - sizeBytes: the context's target size; the result lands within a few percent of it.
-    public static func task(seed: UInt64, index: Int, kind: TaskKind, sizeBytes: Int) -> BenchTask {
+    public static func task(seed: UInt64, index: Int, kind requested: TaskKind, sizeBytes: Int) -> BenchTask {
+        let kind = TaskKind.generated.contains(requested) ? requested : .counting
         let kindNumber = UInt64(TaskKind.generated.firstIndex(of: kind) ?? 0)
         var rng = SeededRandom(
             seed: seed, stream: UInt64(index) << 40 ^ kindNumber << 32 ^ UInt64(truncatingIfNeeded: sizeBytes))

@@ -97,7 +97,7 @@ struct RunCommand: AsyncParsableCommand {
 
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
-        let setup: ModelSetup
+        var setup: ModelSetup
         let loaded: ContextLoader.Loaded?
         do {
             loaded = context.isEmpty ? nil : try ContextLoader().load(context)
@@ -111,6 +111,8 @@ struct RunCommand: AsyncParsableCommand {
             printError("rlm: \(error)")
             throw ExitCode(2)
         }
+        // --local-model names the offline model (also when the local provider was chosen for want of a key).
+        if case .local = setup.kind { setup.kind = .local(model: model ?? localModel) }
         for notice in loaded?.notices ?? [] { printError("rlm: note: \(notice.path): \(notice.reason)") }
         if let note = setup.note { printError("rlm: \(note)") }
 

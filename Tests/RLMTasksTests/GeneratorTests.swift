@@ -90,6 +90,30 @@ struct GeneratorTests {
         #expect(abs(Double(actual - size)) <= Double(size) * 0.1, "\(task.id): \(actual) bytes for \(size)")
     }
 
+    @Test(arguments: [1, 2, 3, 4, 5])
+    func defaultCountMeetsEveryKindWithEverySize(sizeCount: Int) {
+        let sizes = (1...sizeCount).map { $0 * 1_000 }
+        let kinds = TaskKind.generated
+        let tasks = TaskSuite.generate(seed: 1, count: kinds.count * sizes.count, sizes: sizes, kinds: kinds)
+        // The id ends with the requested size's label.
+        let pairs = Set(tasks.map { "\($0.kind.rawValue) \($0.id.split(separator: "-").last!)" })
+        #expect(pairs.count == kinds.count * sizes.count)
+    }
+
+    @Test func fewTasksAlternateSizes() {
+        let tasks = TaskSuite.generate(seed: 1, count: 4, sizes: [100_000, 300_000])
+        #expect(
+            tasks.map(\.id) == [
+                "s1-00-counting-100k", "s1-01-needle-300k", "s1-02-aggregation-100k", "s1-03-source_tree-300k",
+            ])
+    }
+
+    @Test func unknownKindsFallBackToCounting() {
+        let task = TaskSuite.task(seed: 1, index: 0, kind: TaskKind(rawValue: "poetry"), sizeBytes: 5_000)
+        #expect(task.kind == .counting)
+        #expect(task.id.contains("-counting-"))
+    }
+
     @Test func standardSuiteMixesKindsAndSizes() {
         let plan = TaskSuite.standard(seed: 1).map { ($0.kind, $0.id) }
         #expect(plan.count == 12)
