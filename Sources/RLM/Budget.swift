@@ -153,7 +153,6 @@ actor BudgetTracker {
 }
 
 func formatDuration(_ duration: Duration) -> String {
-    let (seconds, attoseconds) = duration.components
-    let value = Double(seconds) + Double(attoseconds) / 1e18
+    let value = duration.inSeconds
     return value >= 1 ? String(format: "%.0f s", value) : String(format: "%.0f ms", value * 1000)
 }

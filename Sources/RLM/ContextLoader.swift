@@ -1,5 +1,4 @@
 import Foundation
-import RLMSandbox
 
 /// Turns `--context` arguments into a ``ContextValue``: files, directories (recursive, text files only, each
 /// document headed by its path) and `-` for stdin.

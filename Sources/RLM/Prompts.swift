@@ -1,5 +1,4 @@
 import Foundation
-import RLMSandbox
 
 /// The words the engine says to the model. Our own; short enough for a 4K-token window.
 enum Prompts {

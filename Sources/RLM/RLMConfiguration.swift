@@ -1,5 +1,4 @@
 import Foundation
-import RLMSandbox
 
 /// Everything an ``RLMEngine`` needs. Configure once, run many times.
 public struct RLMConfiguration: Sendable {
@@ -7,6 +6,10 @@ public struct RLMConfiguration: Sendable {
     public var rootModel: any LanguageModel
     /// The model `llm_query` and `llm_query_batched` call; the root model when `nil`.
     public var subModel: (any LanguageModel)?
+    /// The models code may name with `model=` in `llm_query`, `llm_query_batched` and `rlm_query`, by the name the
+    /// code uses. The front end declares them (the root model and the sub-model under their names, and every
+    /// `--allow-model`); any other name is refused with an error string in the REPL and nothing is sent.
+    public var callableModels: [String: any LanguageModel]
     /// Where model-written code runs.
     public var sandbox: any Sandbox
     /// Limits on the whole run.
@@ -48,6 +51,7 @@ public struct RLMConfiguration: Sendable {
     ) {
         self.rootModel = rootModel
         self.subModel = subModel
+        self.callableModels = [:]
         self.sandbox = sandbox
         self.budget = budget
         self.batchConcurrency = 16
@@ -63,6 +67,30 @@ public struct RLMConfiguration: Sendable {
         self.historyWindowTokens = nil
     }
 
+    /// The model `llm_query` uses when the code names none.
+    public var subcallModel: any LanguageModel { subModel ?? rootModel }
+
+    /// The model code asked for with `model=`.
+    /// - Parameter name: the name the code passed; `nil` means the sub-model.
+    /// - Returns: the model, or a refusal whose message goes back to the code as the call's result.
+    public func model(named name: String?) -> Result<any LanguageModel, ModelRefusal> {
+        guard let name else { return .success(subcallModel) }
+        if let model = callableModels[name] { return .success(model) }
+        let known = callableModels.keys.sorted().map { "'\($0)'" }.joined(separator: ", ")
+        return .failure(
+            ModelRefusal(
+                message: "Error: model '\(name.prefix(80))' is not declared for this run, so nothing was sent. "
+                    + (known.isEmpty
+                        ? "Call without model= to use the sub-model."
+                        : "Models you may name: \(known); without model= the sub-model answers.")))
+    }
+
+    /// The cost of one completion in USD: what the provider reported, else the price table's estimate.
+    /// - Parameter completion: a finished model call.
+    public func cost(of completion: Completion) -> Double {
+        completion.reportedCostUSD ?? cost(completion.model, completion.usage)
+    }
+
     /// Settings for small local models (Qwen2.5-Coder 0.5B/1.5B on one CPU thread), from watching them work: run code
     /// before believing an answer written next to it, accept a bare last answer, show less output per cell (their
     /// window is 8K tokens), cap replies at 1024 tokens, and sample at a low temperature (at 0 they repeat themselves).
@@ -73,4 +101,10 @@ public struct RLMConfiguration: Sendable {
         maxOutputTokens = 1024
         temperature = 0.2
     }
+}
+
+/// Why a model named by code was not called. The message is written for the model's code to read.
+public struct ModelRefusal: Error, Sendable, Hashable {
+    /// The error string returned into the REPL.
+    public var message: String
 }

@@ -1,5 +1,4 @@
 import Foundation
-import RLMSandbox
 import Synchronization
 
 /// The Recursive Language Model engine: a root model answers a query over a context it never sees whole, by writing

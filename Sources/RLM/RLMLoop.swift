@@ -1,5 +1,4 @@
 import Foundation
-import RLMSandbox
 
 /// One RLM conversation at one depth: its sandbox session, its message history, and the iteration loop.
 actor RLMLoop {
@@ -37,8 +36,7 @@ actor RLMLoop {
                 .system(
                     Prompts.system(
                         context: context,
-                        subWindowTokens: (configuration.subModel ?? configuration.rootModel)
-                            .contextWindow,
+                        subWindowTokens: configuration.subcallModel.contextWindow,
                         outputChars: configuration.outputCharsPerCell,
                         canRecurse: depth + 1 <= configuration.budget.maxDepth)),
                 .user(Prompts.firstUser(query: query, context: context, sampleChars: configuration.contextSampleChars)),
@@ -216,8 +214,7 @@ actor RLMLoop {
                     CompletionRequest(
                         messages: fitted, maxOutputTokens: configuration.maxOutputTokens,
                         temperature: configuration.temperature))
-                await tracker.record(
-                    completion.usage, cost: configuration.cost(completion.model, completion.usage), isSubcall: false)
+                await tracker.record(completion.usage, cost: configuration.cost(of: completion), isSubcall: false)
                 await events.emit(
                     .modelResponse, depth: depth, iteration: iteration,
                     data: [

@@ -1,5 +1,4 @@
 import Foundation
-import RLMSandbox
 
 /// Answers the sandbox's sub-calls on the host: `llm_query` to the sub-model, `llm_query_batched` concurrently with a
 /// limit, `rlm_query` to a child RLM one level deeper (a plain `llm_query` at the maximum depth). Budgets are charged
@@ -10,32 +9,56 @@ struct SubcallRouter: SubcallHandler {
     let depth: Int
     let events: EventEmitter
 
-    var subModel: any LanguageModel { configuration.subModel ?? configuration.rootModel }
-
     func handle(_ request: SubcallRequest) async throws -> SubcallResponse {
         switch request {
-        case .llmQuery(let prompt, _):
+        case .llmQuery(let prompt, let name):
+            let model: any LanguageModel
+            switch configuration.model(named: name) {
+            case .success(let found): model = found
+            case .failure(let refusal): return .text(refusal.message)
+            }
             try await tracker.beginSubcalls(1)
-            await events.emit(.subcall, depth: depth, data: ["call": "llm_query", "prompt": cut(prompt)])
-            return .text(try await query(prompt))
-        case .llmQueryBatched(let prompts, _):
+            await events.emit(
+                .subcall, depth: depth,
+                data: ["call": "llm_query", "prompt": cut(prompt), "model": name ?? model.name])
+            return .text(try await query(prompt, model: model))
+        case .llmQueryBatched(let prompts, let name):
+            let model: any LanguageModel
+            switch configuration.model(named: name) {
+            case .success(let found): model = found
+            case .failure(let refusal): return .batch(Array(repeating: refusal.message, count: prompts.count))
+            }
             try await tracker.beginSubcalls(prompts.count)
             await events.emit(
-                .subcall, depth: depth, data: ["call": "llm_query_batched", "count": "\(prompts.count)"])
-            return .batch(try await queryBatch(prompts))
-        case .rlmQuery(let prompt, let context):
+                .subcall, depth: depth,
+                data: ["call": "llm_query_batched", "count": "\(prompts.count)", "model": name ?? model.name])
+            return .batch(try await queryBatch(prompts, model: model))
+        case .rlmQuery(let prompt, let context, let name):
+            // A child RLM is driven by the named model, or by the root model like its parent.
+            var childConfiguration = configuration
+            if let name {
+                switch configuration.model(named: name) {
+                case .success(let found): childConfiguration.rootModel = found
+                case .failure(let refusal): return .text(refusal.message)
+                }
+            }
             try await tracker.beginSubcalls(1)
             let canRecurse = depth + 1 <= configuration.budget.maxDepth
             await events.emit(
                 .subcall, depth: depth,
-                data: ["call": "rlm_query", "prompt": cut(prompt), "recursed": "\(canRecurse)"])
+                data: [
+                    "call": "rlm_query", "prompt": cut(prompt), "recursed": "\(canRecurse)",
+                    "model": name ?? childConfiguration.rootModel.name,
+                ])
             let childContext = context.map(Self.contextValue)
             guard canRecurse else {
                 var text = prompt
                 if let childContext, let rendered = Self.render(childContext) { text += "\n\n" + rendered }
-                return .text(try await query(text))
+                let model = name == nil ? configuration.subcallModel : childConfiguration.rootModel
+                return .text(try await query(text, model: model))
             }
-            let child = RLMLoop(configuration: configuration, context: childContext, depth: depth + 1, events: events)
+            let child = RLMLoop(
+                configuration: childConfiguration, context: childContext, depth: depth + 1, events: events)
             let outcome = try await child.answer(query: prompt, tracker: tracker)
             await child.close()
             switch outcome {
@@ -48,8 +71,7 @@ struct SubcallRouter: SubcallHandler {
 
     /// One `llm_query`. A prompt that cannot fit the sub-model's window comes back as an error string the code can
     /// read, not as an exception: the model's fix is to split its input.
-    func query(_ prompt: String) async throws -> String {
-        let model = subModel
+    func query(_ prompt: String, model: any LanguageModel) async throws -> String {
         let reserve = min(configuration.maxOutputTokens ?? 1024, 1024)
         if let window = model.contextWindow, estimateTokens(prompt) + reserve > window {
             return Self.overflowMessage(tokens: estimateTokens(prompt), window: window, reserve: reserve)
@@ -57,8 +79,7 @@ struct SubcallRouter: SubcallHandler {
         do {
             let completion = try await model.complete(
                 CompletionRequest(messages: [.user(prompt)], maxOutputTokens: configuration.maxOutputTokens))
-            await tracker.record(
-                completion.usage, cost: configuration.cost(completion.model, completion.usage), isSubcall: true)
+            await tracker.record(completion.usage, cost: configuration.cost(of: completion), isSubcall: true)
             return completion.text
         } catch let error as LLMError where error.kind == .contextOverflow {
             let window = model.contextWindow ?? 0
@@ -66,21 +87,21 @@ struct SubcallRouter: SubcallHandler {
         }
     }
 
-    func queryBatch(_ prompts: [String]) async throws -> [String] {
+    func queryBatch(_ prompts: [String], model: any LanguageModel) async throws -> [String] {
         let limit = max(1, configuration.batchConcurrency)
         return try await withThrowingTaskGroup(of: (Int, String).self) { group in
             var answers = [String](repeating: "", count: prompts.count)
             var next = 0
             while next < min(limit, prompts.count) {
                 let index = next
-                group.addTask { (index, try await query(prompts[index])) }
+                group.addTask { (index, try await query(prompts[index], model: model)) }
                 next += 1
             }
             while let (index, answer) = try await group.next() {
                 answers[index] = answer
                 if next < prompts.count {
                     let index = next
-                    group.addTask { (index, try await query(prompts[index])) }
+                    group.addTask { (index, try await query(prompts[index], model: model)) }
                     next += 1
                 }
             }

@@ -44,14 +44,13 @@ public final class TrajectoryWriter: Sendable {
     }
 
     /// `$XDG_STATE_HOME/swiftrlm/trajectories/run-<time>-<random>.jsonl` (or under `~/.local/state`).
+    /// - Parameter environment: where the XDG variables come from.
     public static func defaultPath(environment: [String: String]) -> String {
-        let base =
-            environment["XDG_STATE_HOME"].flatMap { $0.isEmpty ? nil : $0 }
-            ?? (environment["HOME"] ?? NSHomeDirectory()) + "/.local/state"
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")
         formatter.dateFormat = "yyyyMMdd-HHmmss"
         let stamp = formatter.string(from: Date())
-        return "\(base)/swiftrlm/trajectories/run-\(stamp)-\(UInt16.random(in: 0...UInt16.max)).jsonl"
+        return SwiftRLMPaths.stateDirectory(environment: environment)
+            .appendingPathComponent("trajectories/run-\(stamp)-\(UInt16.random(in: 0...UInt16.max)).jsonl").path
     }
 }

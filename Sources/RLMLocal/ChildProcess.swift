@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import RLM
 import Glibc
 import Synchronization
 
@@ -100,7 +101,7 @@ final class ChildProcess: @unchecked Sendable {
     func terminate(grace: Duration) async -> ExitStatus {
         send(SIGTERM)
         let killer = DispatchWorkItem { [self] in send(SIGKILL) }
-        DispatchQueue.global().asyncAfter(deadline: .now() + grace.seconds, execute: killer)
+        DispatchQueue.global().asyncAfter(deadline: .now() + grace.inSeconds, execute: killer)
         let status = await waitForExit()
         killer.cancel()
         return status

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import RLM
 import Glibc
 import Logging
 import NIOCore
@@ -289,7 +290,7 @@ public struct LocalModelServer: Sendable {
             _ = await child.terminate(grace: configuration.stopGracePeriod)
             throw error
         }
-        let seconds = (clock.now - started).seconds
+        let seconds = (clock.now - started).inSeconds
         let state = ServerState(
             pid: child.pid, port: port, model: modelName, modelPath: modelPath.path, contextWindow: contextWindow,
             ownerPid: getpid(), startedAt: Date())
@@ -397,9 +398,3 @@ public struct LocalModelServer: Sendable {
     }
 }
 
-extension Duration {
-    /// The duration in seconds, as a `Double`.
-    var seconds: Double {
-        Double(components.seconds) + Double(components.attoseconds) / 1e18
-    }
-}

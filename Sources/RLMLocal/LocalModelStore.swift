@@ -1,4 +1,5 @@
 import Foundation
+import RLM
 import Glibc
 import Logging
 
@@ -331,7 +332,7 @@ public struct LocalModelStore: Sendable {
             "pulled local model",
             metadata: [
                 "rlm.local.model": "\(model.name)", "rlm.local.sha256": "\(digest.sha256)",
-                "rlm.local.seconds": "\((clock.now - started).components.seconds)",
+                "rlm.local.seconds": "\(Int((clock.now - started).inSeconds))",
             ])
         return try installed(model)
     }

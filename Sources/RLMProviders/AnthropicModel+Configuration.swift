@@ -4,8 +4,8 @@ extension AnthropicModel {
     /// The key is held privately: set it with the initializer or ``setAPIKey(_:)``; it cannot be read back, and
     /// ``description`` shows only whether one is set.
     public struct Configuration: Sendable, CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
-        /// The API root without the version path: requests go to `baseURL + "/v1/messages"` (default
-        /// `https://api.anthropic.com`). A trailing `/` is ignored.
+        /// The server's base URL, with or without `/v1` (default `https://api.anthropic.com`);
+        /// ``ProviderBaseURL/anthropic(_:)`` turns it into the API root (see ``endpoint`` and ``modelsEndpoint``).
         public var baseURL: String
         /// The provider's short name in ``AnthropicModel/name`` (default `anthropic`).
         public var providerName: String
@@ -52,7 +52,7 @@ extension AnthropicModel {
         var key: RedactedKey?
 
         /// - Parameters:
-        ///   - baseURL: the API root without `/v1` (default `https://api.anthropic.com`).
+        ///   - baseURL: the server's base URL, with or without `/v1` (default `https://api.anthropic.com`).
         ///   - apiKey: the key, sent as `x-api-key`.
         ///   - keySource: the environment variable named in errors (default `ANTHROPIC_API_KEY`).
         ///   - defaultModel: the model used when a request names none (default `claude-sonnet-4-20250514`).
@@ -97,8 +97,11 @@ extension AnthropicModel {
         /// Whether a key is set.
         public var hasAPIKey: Bool { key != nil }
 
-        /// The endpoint calls go to.
-        public var endpoint: String { joinURL(baseURL, "v1/messages") }
+        /// The endpoint messages go to: `{API root}/messages`, normally `…/v1/messages`.
+        public var endpoint: String { ProviderBaseURL.join(ProviderBaseURL.anthropic(baseURL), "messages") }
+
+        /// The endpoint ``AnthropicModel/listModels()`` reads: `{API root}/models`.
+        public var modelsEndpoint: String { ProviderBaseURL.join(ProviderBaseURL.anthropic(baseURL), "models") }
 
         /// A summary without the key.
         public var description: String {

@@ -1,11 +1,12 @@
 import AsyncHTTPClient
+import Foundation
 import Logging
 import NIOHTTP1
 import RLM
 
 /// A ``LanguageModel`` over the Anthropic Messages API.
 ///
-/// Calls `POST {baseURL}/v1/messages`. System messages become the top-level `system` field; consecutive messages of
+/// Calls `POST {API root}/messages`, normally `…/v1/messages` (see ``ProviderBaseURL/anthropic(_:)``). System messages become the top-level `system` field; consecutive messages of
 /// one role are merged and a user message is put first when needed, as the API requires. Retries, timeouts and
 /// error mapping are described on ``Configuration``. Errors are ``LLMError``; cancellation throws
 /// `CancellationError`.
@@ -86,6 +87,32 @@ public struct AnthropicModel: LanguageModel, CustomReflectable {
     public func complete(_ request: CompletionRequest) async throws -> Completion {
         try await caller.complete(request)
     }
+
+    /// The ids of the models the API offers, from `GET {API root}/models` (``Configuration/modelsEndpoint``), newest
+    /// first as Anthropic lists them. Follows the list's pages (`has_more`, `after_id`).
+    ///
+    /// Sent with the key, `anthropic-version`, timeouts and retries of completions; failures map to the same
+    /// ``LLMError`` kinds (`.unauthorized`, `.transport` naming the host and port, `.timeout`, `.invalidResponse`…),
+    /// with the key redacted from anything the server echoes.
+    /// - Returns: the model ids (`data[].id`).
+    /// - Throws: ``LLMError``, or `CancellationError`.
+    public func listModels() async throws -> [String] {
+        // 1000 is the API's largest page; the loop is for the day the list outgrows it.
+        let first = appendingQueryItem(configuration.modelsEndpoint, "limit=1000")
+        var page = try await caller.transport.modelListPage(at: first)
+        var ids = page.ids
+        var pages = 1
+        while page.has_more == true, let last = page.last_id, !last.isEmpty, pages < Self.maxModelListPages {
+            let next = appendingQueryItem(first, "after_id=" + (last.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? last))
+            page = try await caller.transport.modelListPage(at: next)
+            ids += page.ids
+            pages += 1
+        }
+        return ids
+    }
+
+    /// A bound on pages followed, so a server that always says `has_more` cannot keep us looping.
+    static let maxModelListPages = 50
 
     /// Streams one completion: `.text` pieces, then one `.done`. A failure before any text is retried like
     /// ``complete(_:)``; after text was yielded it ends the stream with the error.

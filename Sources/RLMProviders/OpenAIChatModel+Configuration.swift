@@ -4,8 +4,8 @@ extension OpenAIChatModel {
     /// The key is held privately: set it with ``init(baseURL:apiKey:keySource:defaultModel:contextWindow:maxOutputTokens:temperature:)``
     /// or ``setAPIKey(_:)``; it cannot be read back, and ``description`` shows only whether one is set.
     public struct Configuration: Sendable, CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
-        /// The API root, used as given: requests go to `baseURL + "/chat/completions"`, so include the version path
-        /// (`https://api.openai.com/v1`, `http://127.0.0.1:8080/v1`). A trailing `/` is ignored.
+        /// The server's base URL, with or without `/v1` (`https://api.openai.com/v1`, `http://127.0.0.1:8080`);
+        /// ``ProviderBaseURL/openAI(_:)`` turns it into the API root (see ``endpoint`` and ``modelsEndpoint``).
         public var baseURL: String
         /// The provider's short name in ``OpenAIChatModel/name`` (`openai`, or `local` for a llama.cpp server).
         public var providerName: String
@@ -50,10 +50,20 @@ extension OpenAIChatModel {
         /// value counts).
         public var connectionsPerHost: Int?
 
+        /// Whether requests ask the provider to report each call's cost (`"usage": {"include": true}`), which
+        /// OpenRouter answers with `usage.cost` in USD (``Completion/reportedCostUSD``). By default on when
+        /// ``baseURL``'s host is `openrouter.ai` or a subdomain of it, and it follows ``baseURL`` until set. Other
+        /// servers may refuse the unknown field, so it is off for them.
+        public var requestsReportedCost: Bool {
+            get { requestsReportedCostSetting ?? ProviderBaseURL.isOpenRouter(baseURL) }
+            set { requestsReportedCostSetting = newValue }
+        }
+
         var key: RedactedKey?
+        private var requestsReportedCostSetting: Bool?
 
         /// - Parameters:
-        ///   - baseURL: the API root, version path included (default `https://api.openai.com/v1`).
+        ///   - baseURL: the server's base URL, with or without `/v1` (default `https://api.openai.com/v1`).
         ///   - apiKey: the key, sent as `Authorization: Bearer …`; `nil` sends no header (local servers).
         ///   - keySource: the environment variable named in errors (default `OPENAI_API_KEY`).
         ///   - defaultModel: the model used when a request names none (default `gpt-4o-mini`).
@@ -98,8 +108,11 @@ extension OpenAIChatModel {
         /// Whether a key is set.
         public var hasAPIKey: Bool { key != nil }
 
-        /// The endpoint calls go to.
-        public var endpoint: String { joinURL(baseURL, "chat/completions") }
+        /// The endpoint completions go to: `{API root}/chat/completions`.
+        public var endpoint: String { ProviderBaseURL.join(ProviderBaseURL.openAI(baseURL), "chat/completions") }
+
+        /// The endpoint ``OpenAIChatModel/listModels()`` reads: `{API root}/models`.
+        public var modelsEndpoint: String { ProviderBaseURL.join(ProviderBaseURL.openAI(baseURL), "models") }
 
         /// A summary without the key.
         public var description: String {
@@ -119,17 +132,11 @@ extension OpenAIChatModel {
                     "defaultModel": defaultModel, "contextWindow": contextWindow as Any,
                     "maxOutputTokens": maxOutputTokens as Any, "temperature": temperature as Any,
                     "connectTimeout": connectTimeout, "readTimeout": readTimeout, "totalTimeout": totalTimeout,
-                    "retry": retry, "streamCompletions": streamCompletions, "hasAPIKey": hasAPIKey,
+                    "retry": retry, "streamCompletions": streamCompletions,
+                    "requestsReportedCost": requestsReportedCost, "hasAPIKey": hasAPIKey,
                 ],
                 displayStyle: .struct
             )
         }
     }
-}
-
-/// Joins a base URL and a path with exactly one `/`.
-func joinURL(_ base: String, _ path: String) -> String {
-    var base = base.trimmed
-    while base.hasSuffix("/") { base.removeLast() }
-    return base + "/" + path
 }

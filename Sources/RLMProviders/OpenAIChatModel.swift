@@ -6,7 +6,7 @@ import RLM
 /// A ``LanguageModel`` over an OpenAI-compatible chat completions endpoint: OpenAI itself, llama.cpp's server,
 /// vLLM, Ollama's `/v1`, and gateways that speak the same format.
 ///
-/// Calls `POST {baseURL}/chat/completions`, with retries, timeouts and error mapping as described on
+/// Calls `POST {API root}/chat/completions` (see ``ProviderBaseURL/openAI(_:)``), with retries, timeouts and error mapping as described on
 /// ``Configuration``. Errors are ``LLMError``; cancellation throws `CancellationError`.
 ///
 /// ```swift
@@ -50,7 +50,8 @@ public struct OpenAIChatModel: LanguageModel, CustomReflectable {
                 maxOutputTokens: configuration.maxOutputTokens,
                 temperature: configuration.temperature,
                 includeStreamUsage: configuration.includeStreamUsage,
-                maxTokensParameter: configuration.maxTokensParameter
+                maxTokensParameter: configuration.maxTokensParameter,
+                requestsReportedCost: configuration.requestsReportedCost
             ),
             transport: ProviderTransport(
                 httpClient: httpClient,
@@ -92,6 +93,18 @@ public struct OpenAIChatModel: LanguageModel, CustomReflectable {
     /// - Throws: ``LLMError``, or `CancellationError`.
     public func complete(_ request: CompletionRequest) async throws -> Completion {
         try await caller.complete(request)
+    }
+
+    /// The ids of the models the server offers, from `GET {API root}/models` (``Configuration/modelsEndpoint``), in
+    /// the server's order.
+    ///
+    /// Sent with the key, headers, timeouts and retries of completions; failures map to the same ``LLMError`` kinds
+    /// (`.unauthorized`, `.transport` naming the host and port, `.timeout`, `.invalidResponse`…), with the key
+    /// redacted from anything the server echoes.
+    /// - Returns: the model ids (`data[].id`).
+    /// - Throws: ``LLMError``, or `CancellationError`.
+    public func listModels() async throws -> [String] {
+        try await caller.transport.modelListPage(at: configuration.modelsEndpoint).ids
     }
 
     /// Streams one completion: `.text` pieces, then one `.done`. A failure before any text is retried like

@@ -7,6 +7,8 @@ struct OpenAIWire: ChatWire {
     var temperature: Double?
     var includeStreamUsage: Bool
     var maxTokensParameter: String
+    /// Whether to ask for the call's cost (`"usage": {"include": true}`, OpenRouter's usage accounting).
+    var requestsReportedCost: Bool
 
     private struct Body: Encodable {
         var model: String
@@ -17,6 +19,7 @@ struct OpenAIWire: ChatWire {
         var stop: [String]
         var stream: Bool
         var includeUsage: Bool
+        var includeCost: Bool
 
         func encode(to encoder: any Encoder) throws {
             var container = encoder.container(keyedBy: DynamicKey.self)
@@ -32,6 +35,7 @@ struct OpenAIWire: ChatWire {
             if stream, includeUsage {
                 try container.encode(["include_usage": true], forKey: DynamicKey("stream_options"))
             }
+            if includeCost { try container.encode(["include": true], forKey: DynamicKey("usage")) }
         }
     }
 
@@ -45,7 +49,8 @@ struct OpenAIWire: ChatWire {
                 temperature: request.temperature ?? temperature,
                 stop: request.stop,
                 stream: stream,
-                includeUsage: includeStreamUsage
+                includeUsage: includeStreamUsage,
+                includeCost: requestsReportedCost
             )
         )
     }
@@ -53,6 +58,23 @@ struct OpenAIWire: ChatWire {
     struct Usage: Decodable, Sendable {
         var prompt_tokens: Int?
         var completion_tokens: Int?
+        /// OpenRouter's charge for the call, in USD.
+        var cost: ReportedCost?
+    }
+
+    /// A reported cost that never fails decoding: a string, a negative or a non-finite number means none, so a
+    /// gateway's odd `cost` field cannot cost us the completion.
+    struct ReportedCost: Decodable, Sendable {
+        var usd: Double?
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.singleValueContainer()
+            guard let value = try? container.decode(Double.self), value.isFinite, value >= 0 else {
+                usd = nil
+                return
+            }
+            usd = value
+        }
     }
 
     struct ErrorObject: Decodable, Sendable {
@@ -104,7 +126,8 @@ struct OpenAIWire: ChatWire {
             text: text,
             usage: Self.usage(response.usage, promptCharacters: context.promptCharacters, text: text),
             model: response.model ?? context.model,
-            finishReason: choice.finish_reason
+            finishReason: choice.finish_reason,
+            reportedCostUSD: response.usage?.cost?.usd
         )
     }
 
@@ -170,7 +193,8 @@ struct OpenAIWire: ChatWire {
                 text: text,
                 usage: OpenAIWire.usage(usage, promptCharacters: context.promptCharacters, text: text),
                 model: model ?? context.model,
-                finishReason: finishReason
+                finishReason: finishReason,
+                reportedCostUSD: usage?.cost?.usd
             )
         }
     }

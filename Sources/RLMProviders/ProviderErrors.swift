@@ -184,10 +184,12 @@ struct ErrorMapper: Sendable {
     }
 
     func timeout(_ kind: TimeoutKind, after duration: Duration) -> LLMError {
-        let seconds = duration.seconds.formatted(.number.precision(.fractionLength(0...1)))
+        let seconds = duration.inSeconds.formatted(.number.precision(.fractionLength(0...1)))
         switch kind {
         case .connect:
             return transport("nothing accepted the connection within \(seconds) s")
+        case .response:
+            return transport("nothing answered within \(seconds) s")
         case .read:
             return LLMError(
                 .timeout,
@@ -202,6 +204,8 @@ struct ErrorMapper: Sendable {
 /// Which of the three timeouts fired.
 enum TimeoutKind: Sendable, Hashable {
     case connect, read, total
+    /// The connect timeout of a request without a body, which cannot tell connecting from waiting for the head.
+    case response
 }
 
 /// How a low-level error should be treated.

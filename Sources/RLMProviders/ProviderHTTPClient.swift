@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import NIOCore
+import RLM
 import Synchronization
 
 /// `HTTPClient`s set up for LLM calls, better suited than `HTTPClient.shared`.
@@ -41,7 +42,7 @@ public enum ProviderHTTPClient {
     public static func configuration(connectTimeout: Duration = .seconds(10)) -> HTTPClient.Configuration {
         var configuration = HTTPClient.Configuration()
         configuration.timeout = .init(
-            connect: .nanoseconds(Int64(connectTimeout.seconds * 1e9)),
+            connect: .nanoseconds(Int64(connectTimeout.inSeconds * 1e9)),
             read: nil
         )
         configuration.connectionPool.retryConnectionEstablishment = false

@@ -16,8 +16,9 @@ struct CallSettings: Sendable {
     var connectionsPerHost: Int
 }
 
-/// The HTTP machinery both providers share: one POST with connect, read (idle) and total timeouts enforced here
-/// (AsyncHTTPClient's deadline only covers the response head), retries with backoff, and error mapping.
+/// The HTTP machinery both providers share: one POST (a completion) or GET (the model list) with connect, read (idle)
+/// and total timeouts enforced here (AsyncHTTPClient's deadline only covers the response head), retries with backoff,
+/// and error mapping.
 struct ProviderTransport: Sendable {
     var httpClient: HTTPClient
     var logger: Logger
@@ -72,6 +73,15 @@ struct ProviderTransport: Sendable {
         }
     }
 
+    /// This transport aimed at another URL of the same server (the model list), with errors naming that URL.
+    /// - Parameter endpoint: the full URL.
+    func with(endpoint: String) -> ProviderTransport {
+        var copy = self
+        copy.endpoint = endpoint
+        copy.errors.endpoint = endpoint
+        return copy
+    }
+
     /// Runs one POST with retries.
     /// - Parameters:
     ///   - body: the JSON request body.
@@ -82,6 +92,22 @@ struct ProviderTransport: Sendable {
         body: [UInt8],
         streaming: Bool,
         canRetry: @escaping @Sendable () -> Bool = { true },
+        consume: @escaping @Sendable (Attempt) async throws -> T
+    ) async throws -> T {
+        try await send(method: .POST, body: body, streaming: streaming, canRetry: canRetry, consume: consume)
+    }
+
+    /// Runs one GET with retries, with the same timeouts and error mapping as a POST.
+    /// - Parameter consume: reads a 2xx response.
+    func get<T: Sendable>(consume: @escaping @Sendable (Attempt) async throws -> T) async throws -> T {
+        try await send(method: .GET, body: nil, streaming: false, canRetry: { true }, consume: consume)
+    }
+
+    private func send<T: Sendable>(
+        method: HTTPMethod,
+        body: [UInt8]?,
+        streaming: Bool,
+        canRetry: @escaping @Sendable () -> Bool,
         consume: @escaping @Sendable (Attempt) async throws -> T
     ) async throws -> T {
         let clock = ContinuousClock()
@@ -98,7 +124,8 @@ struct ProviderTransport: Sendable {
                 "rlm.provider.request",
                 metadata: ["rlm.provider.attempt": "\(attempt)", "rlm.provider.stream": "\(streaming)"]
             )
-            let outcome = await runAttempt(body: body, streaming: streaming, callDeadline: callDeadline, consume)
+            let outcome = await runAttempt(
+                method: method, body: body, streaming: streaming, callDeadline: callDeadline, consume)
             try Task.checkCancellation()
 
             var finalError: any Error
@@ -118,13 +145,15 @@ struct ProviderTransport: Sendable {
                 switch kind {
                 case .total:
                     throw errors.timeout(.total, after: settings.totalTimeout)
-                case .connect:
+                case .connect, .response:
                     // An HTTP client that retries failing connects (as `HTTPClient.shared` does) keeps trying until
                     // cancelled and then reports only the cancellation. It already retried, so we do not.
                     if let workError, case .connection(let reason) = TransportFailure(workError) {
                         throw errors.transport(reason)
                     }
-                    throw errors.timeout(.connect, after: settings.connectTimeout)
+                    // Without a body nothing marks the connection as made (see ConnectSignallingBody), so the
+                    // connect timeout lasted until the response head: say only that nothing answered.
+                    throw errors.timeout(body == nil ? .response : .connect, after: settings.connectTimeout)
                 case .read:
                     finalError = errors.timeout(.read, after: settings.readTimeout)
                     retryable = true
@@ -166,7 +195,7 @@ struct ProviderTransport: Sendable {
                 "rlm.provider.retry",
                 metadata: [
                     "rlm.provider.attempt": "\(attempt)",
-                    "rlm.provider.delay_ms": "\(Int(delay.seconds * 1000))",
+                    "rlm.provider.delay_ms": "\(Int(delay.inSeconds * 1000))",
                 ]
             )
             try await Task.sleep(for: delay, clock: clock)
@@ -188,7 +217,8 @@ struct ProviderTransport: Sendable {
 
     /// One attempt: the request raced against a watchdog that enforces the three timeouts.
     private func runAttempt<T: Sendable>(
-        body: [UInt8],
+        method: HTTPMethod,
+        body: [UInt8]?,
         streaming: Bool,
         callDeadline: ContinuousClock.Instant,
         _ consume: @escaping @Sendable (Attempt) async throws -> T
@@ -203,16 +233,20 @@ struct ProviderTransport: Sendable {
         defer { gate.release() }
         let monitor = AttemptMonitor(readTimeoutBeforeHead: streaming)
         var request = HTTPClientRequest(url: endpoint)
-        request.method = .POST
+        request.method = method
         request.headers = headers
         if let authentication {
             request.headers.replaceOrAdd(
                 name: authentication.header, value: authentication.prefix + authentication.key.value)
         }
-        request.body = .stream(
-            ConnectSignallingBody(bytes: ByteBuffer(bytes: body), onStart: { monitor.markConnected() }),
-            length: .known(Int64(body.count))
-        )
+        if let body {
+            request.body = .stream(
+                ConnectSignallingBody(bytes: ByteBuffer(bytes: body), onStart: { monitor.markConnected() }),
+                length: .known(Int64(body.count))
+            )
+        } else {
+            request.headers.remove(name: "content-type")
+        }
         let preparedRequest = request
         let settings = self.settings
         let httpClient = self.httpClient
@@ -220,7 +254,7 @@ struct ProviderTransport: Sendable {
         let errors = self.errors
         // AsyncHTTPClient's own deadline covers the head only; ours fires first and says which timeout it was.
         let remaining = callDeadline - ContinuousClock.now
-        let headDeadline = NIODeadline.now() + .nanoseconds(Int64(max(remaining.seconds, 0) * 1e9)) + .seconds(5)
+        let headDeadline = NIODeadline.now() + .nanoseconds(Int64(max(remaining.inSeconds, 0) * 1e9)) + .seconds(5)
 
         return await withTaskGroup(of: Child<T>.self) { group in
             group.addTask {

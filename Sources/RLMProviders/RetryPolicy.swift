@@ -1,5 +1,6 @@
 import Foundation
 import NIOHTTP1
+import RLM
 
 /// When and how long to wait before trying a failed call again: exponential backoff with full jitter.
 ///
@@ -45,7 +46,7 @@ public struct RetryPolicy: Sendable, Hashable {
             return min(max(retryAfter, .zero), maxDelay)
         }
         let exponent = min(max(attempt - 1, 0), 30)
-        let ceilingSeconds = min(maxDelay.seconds, baseDelay.seconds * Double(1 << exponent))
+        let ceilingSeconds = min(maxDelay.inSeconds, baseDelay.inSeconds * Double(1 << exponent))
         guard ceilingSeconds > 0 else { return .zero }
         let seconds = jitter ? Double.random(in: 0...ceilingSeconds) : ceilingSeconds
         return .milliseconds(Int64((seconds * 1000).rounded()))
@@ -103,13 +104,6 @@ enum HTTPDate {
     }
 }
 
-extension Duration {
-    /// The duration in (fractional) seconds.
-    var seconds: Double {
-        let (seconds, attoseconds) = components
-        return Double(seconds) + Double(attoseconds) / 1e18
-    }
-}
 
 extension String {
     var trimmed: String { trimmingCharacters(in: .whitespacesAndNewlines) }

@@ -1,4 +1,5 @@
 import Foundation
+import RLM
 import Glibc
 import Logging
 import Synchronization
@@ -459,8 +460,7 @@ actor BubblewrapSession: SandboxSession {
     }
 
     private static func seconds(_ duration: Duration) -> String {
-        let (seconds, attoseconds) = duration.components
-        let value = Double(seconds) + Double(attoseconds) / 1e18
+        let value = duration.inSeconds
         return value == value.rounded() ? "\(Int(value)) s" : String(format: "%.2f s", value)
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import RLM
 import Glibc
 
 /// A sandbox's own cgroup v1 memory and pids groups: the kernel enforces the limits on every process inside, and the

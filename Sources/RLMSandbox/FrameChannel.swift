@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import RLM
 import Glibc
 
 /// Why a frame could not be read or written.

@@ -1,4 +1,5 @@
 import Foundation
+import RLM
 
 extension ProcessSandbox {
     /// How a bubblewrap sandbox is built. Every limit has a safe default.

@@ -1,6 +1,7 @@
 import CRLMSystem
 import Dispatch
 import Foundation
+import RLM
 import Glibc
 import Synchronization
 

@@ -1,5 +1,6 @@
 import CRLMSystem
 import Foundation
+import RLM
 import Glibc
 
 /// Checks which isolation features this machine offers and which a real sandbox has in force, by starting one and

@@ -1,4 +1,5 @@
 import Foundation
+import RLM
 
 /// Host → worker requests (contract 3; docs/CHANNEL.md).
 enum HostMessage {
@@ -195,7 +196,7 @@ enum WorkerMessage: Sendable {
                 case "rlm_query":
                     request = .rlmQuery(
                         prompt: try c.decode(String.self, forKey: .prompt),
-                        context: try c.decodeIfPresent(JSONValue.self, forKey: .context))
+                        context: try c.decodeIfPresent(JSONValue.self, forKey: .context), model: model)
                 default:
                     throw ParseFailure(reason: "unknown sub-call '\(call.prefix(40))'")
                 }

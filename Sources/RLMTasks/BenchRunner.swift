@@ -1,6 +1,5 @@
 import Foundation
 import RLM
-import RLMSandbox
 import Synchronization
 
 /// Runs tasks through the RLM engine and through the baseline (the same model asked once, with as much of the
@@ -107,7 +106,7 @@ public struct BenchRunner: Sendable {
             "baseline_window_tokens": "\(baselineModel.contextWindow ?? options.fallbackWindowTokens)",
         ]
         if let timeout = options.taskTimeout {
-            settings["task_timeout_seconds"] = String(format: "%.0f", timeout.seconds)
+            settings["task_timeout_seconds"] = String(format: "%.0f", timeout.inSeconds)
         }
         if let temperature = configuration.temperature { settings["temperature"] = "\(temperature)" }
         return BenchReport(
@@ -138,7 +137,7 @@ public struct BenchRunner: Sendable {
             let result = try await Self.withDeadline(options.taskTimeout.map { $0 + .seconds(30) }) {
                 try await engine.run(query: task.query, context: task.context)
             }
-            let wall = (clock.now - start).seconds
+            let wall = (clock.now - start).inSeconds
             var status = OutcomeStatus.answered
             var detail: String?
             if case .budgetExhausted(let reason) = result.status {
@@ -157,7 +156,7 @@ public struct BenchRunner: Sendable {
             return MethodOutcome(
                 method: .rlm, status: error is DeadlineExceeded ? .timeout : .error, correct: false, predicted: nil,
                 iterations: iteration, inputTokens: usage.tokens.inputTokens, outputTokens: usage.tokens.outputTokens,
-                subcalls: usage.subcalls, wallSeconds: (clock.now - start).seconds, costUSD: usage.costUSD,
+                subcalls: usage.subcalls, wallSeconds: (clock.now - start).inSeconds, costUSD: usage.costUSD,
                 detail: String(describing: error))
         }
     }
@@ -184,13 +183,13 @@ public struct BenchRunner: Sendable {
                 let model = baselineModel
                 let completion = try await Self.withDeadline(options.taskTimeout) { try await model.complete(request) }
                 usage += completion.usage
-                cost += configuration.cost(completion.model, completion.usage)
+                cost += configuration.cost(of: completion)
                 let answer = completion.text.trimmingCharacters(in: .whitespacesAndNewlines)
                 return MethodOutcome(
                     method: .baseline, status: .answered,
                     correct: AnswerScorer.isCorrect(predicted: answer, expected: task.answer, kind: task.answerKind),
                     predicted: answer, iterations: nil, inputTokens: usage.inputTokens,
-                    outputTokens: usage.outputTokens, wallSeconds: (clock.now - start).seconds, costUSD: cost,
+                    outputTokens: usage.outputTokens, wallSeconds: (clock.now - start).inSeconds, costUSD: cost,
                     detail: prompt.note)
             } catch let error as LLMError where error.kind == .contextOverflow && attempt < 2 {
                 attempt += 1
@@ -200,7 +199,7 @@ public struct BenchRunner: Sendable {
                 return MethodOutcome(
                     method: .baseline, status: error is DeadlineExceeded ? .timeout : .error, correct: false,
                     predicted: nil, iterations: nil, inputTokens: usage.inputTokens, outputTokens: usage.outputTokens,
-                    wallSeconds: (clock.now - start).seconds, costUSD: cost, detail: String(describing: error))
+                    wallSeconds: (clock.now - start).inSeconds, costUSD: cost, detail: String(describing: error))
             }
         }
     }
@@ -215,7 +214,7 @@ public struct BenchRunner: Sendable {
     /// The per-task timeout passed.
     struct DeadlineExceeded: Error, CustomStringConvertible {
         var limit: Duration
-        var description: String { String(format: "timed out after %.0f s", limit.seconds) }
+        var description: String { String(format: "timed out after %.0f s", limit.inSeconds) }
     }
 
     /// Runs `body`, cancelling it and throwing ``DeadlineExceeded`` when `limit` passes first.
@@ -302,10 +301,3 @@ public struct BaselinePrompt: Sendable {
     static func tokens(_ text: String) -> Int { (text.utf8.count + 2) / 3 }
 }
 
-extension Duration {
-    /// The duration in seconds.
-    var seconds: Double {
-        let (seconds, attoseconds) = components
-        return Double(seconds) + Double(attoseconds) / 1e18
-    }
-}

@@ -1,6 +1,5 @@
 import Foundation
 import RLM
-import RLMSandbox
 
 /// One long-context question with an exact answer: the unit of the task suite.
 ///

@@ -1,4 +1,4 @@
-import RLMSandbox
+import RLM
 
 /// Aggregation: many short documents (orders, invoices or support tickets), each headed by `### <id>`, and a question
 /// that sums or compares a field over all of them.

@@ -1,4 +1,4 @@
-import RLMSandbox
+import RLM
 
 /// What a generator produces before the suite names it.
 struct GeneratedTask {

@@ -1,5 +1,5 @@
 import Foundation
-import RLMSandbox
+import RLM
 
 /// Source tree: a generated Python project as documents, each starting with `### <path>` (the convention of
 /// `ContextLoader`), and a question about where something is defined or how many functions a package has.

@@ -104,11 +104,7 @@ extension FakeLLMServer {
         case (.POST, "/v1/messages"), (.POST, "/messages"):
             format = .anthropic
         case (.GET, "/v1/models"), (.GET, "/models"):
-            let models: [String: Any] = [
-                "object": "list",
-                "data": [["id": configuration.defaultModel, "object": "model", "owned_by": "fake"]],
-            ]
-            return try await writer.json(status: 200, FakeJSON.string(models))
+            return try await listModels(head: head, path: path, writer: writer)
         case (.GET, "/health"):
             return try await writer.json(status: 200, #"{"status":"ok"}"#)
         default:
@@ -159,9 +155,59 @@ extension FakeLLMServer {
         let renderer = WireRenderer(
             request: request,
             model: request.model ?? configuration.defaultModel,
-            writer: writer
+            writer: writer,
+            reportedCostUSD: configuration.reportedCostUSD
         )
         return try await renderer.render(reply)
+    }
+
+    /// `GET /v1/models` in the caller's format: Anthropic's shape when the request carries `anthropic-version`,
+    /// OpenAI's otherwise. Checks the key like the completion endpoints, and is recorded like them.
+    private func listModels(head: HTTPRequestHead, path: String, writer: ResponseWriter) async throws -> AfterResponse {
+        let headers = head.headers.map { (name: $0.name, value: $0.value) }
+        let format: WireFormat = head.headers.contains(name: "anthropic-version") ? .anthropic : .openAI
+        let request = record(
+            Request(
+                format: format,
+                method: head.method.rawValue,
+                path: path,
+                headers: headers,
+                model: nil,
+                messages: [],
+                stream: false,
+                includeUsage: false,
+                includeCost: false,
+                maxTokens: nil,
+                temperature: nil,
+                stop: [],
+                body: [],
+                receivedAt: .now,
+                index: 0
+            )
+        )
+        if let expected = configuration.expectedAPIKey, let refusal = authRefusal(request, expected: expected) {
+            return try await writer.json(status: 401, refusal)
+        }
+        if configuration.latency > .zero { try await Task.sleep(for: configuration.latency) }
+        let ids = configuration.modelIDs ?? [configuration.defaultModel]
+        let body: [String: Any]
+        switch format {
+        case .openAI:
+            body = [
+                "object": "list",
+                "data": ids.map { ["id": $0, "object": "model", "created": 1_700_000_000, "owned_by": "fake"] },
+            ]
+        case .anthropic:
+            body = [
+                "data": ids.map {
+                    ["type": "model", "id": $0, "display_name": $0, "created_at": "2025-01-01T00:00:00Z"]
+                },
+                "has_more": false,
+                "first_id": ids.first.map { $0 as Any } ?? NSNull(),
+                "last_id": ids.last.map { $0 as Any } ?? NSNull(),
+            ]
+        }
+        return try await writer.json(status: 200, FakeJSON.string(body))
     }
 
     /// The 401 body for a request whose key is missing or wrong, in the real APIs' words; `nil` when it is right.

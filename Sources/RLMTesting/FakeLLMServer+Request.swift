@@ -29,6 +29,8 @@ extension FakeLLMServer {
         public var stream: Bool
         /// Whether an OpenAI client asked for a final usage chunk (`stream_options.include_usage`).
         public var includeUsage: Bool
+        /// Whether an OpenAI client asked for the call's cost (`usage.include`, OpenRouter's usage accounting).
+        public var includeCost: Bool
         /// `max_tokens` (or `max_completion_tokens`).
         public var maxTokens: Int?
         /// `temperature`.
@@ -91,6 +93,7 @@ enum RequestDecoder {
             messages: [],
             stream: false,
             includeUsage: false,
+            includeCost: false,
             maxTokens: nil,
             temperature: nil,
             stop: [],
@@ -104,6 +107,7 @@ enum RequestDecoder {
         request.model = object["model"] as? String
         request.stream = (object["stream"] as? Bool) ?? false
         request.includeUsage = ((object["stream_options"] as? [String: Any])?["include_usage"] as? Bool) ?? false
+        request.includeCost = ((object["usage"] as? [String: Any])?["include"] as? Bool) ?? false
         request.maxTokens =
             (object["max_tokens"] as? NSNumber)?.intValue ?? (object["max_completion_tokens"] as? NSNumber)?.intValue
         request.temperature = (object["temperature"] as? NSNumber)?.doubleValue

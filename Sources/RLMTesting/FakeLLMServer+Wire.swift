@@ -8,6 +8,8 @@ struct WireRenderer {
     let request: FakeLLMServer.Request
     let model: String
     let writer: ResponseWriter
+    /// The cost reported in `usage.cost` when the request asks for it.
+    var reportedCostUSD: Double? = nil
 
     private var format: WireFormat { request.format }
 
@@ -119,11 +121,13 @@ struct WireRenderer {
     }
 
     private func openAIUsage(_ usage: TokenUsage) -> [String: Any] {
-        [
+        var object: [String: Any] = [
             "prompt_tokens": usage.inputTokens,
             "completion_tokens": usage.outputTokens,
             "total_tokens": usage.totalTokens,
         ]
+        if request.includeCost, let cost = reportedCostUSD { object["cost"] = cost }
+        return object
     }
 
     // MARK: Streams
@@ -231,7 +235,7 @@ struct WireRenderer {
         switch format {
         case .openAI:
             var text = openAIChunk(completion, delta: [:], finishReason: completion.finishReason)
-            if request.includeUsage, let usage = completion.usage {
+            if request.includeUsage || request.includeCost, let usage = completion.usage {
                 let chunk: [String: Any] = [
                     "id": completion.id,
                     "object": "chat.completion.chunk",

@@ -20,7 +20,8 @@ import Synchronization
 /// ```
 ///
 /// Endpoints: `POST /v1/chat/completions` and `POST /chat/completions` (OpenAI), `POST /v1/messages` (Anthropic),
-/// `GET /v1/models` and `GET /health` (for readiness checks). Anything else gets a 404.
+/// `GET /v1/models` (``Configuration/modelIDs``, in Anthropic's shape when the request carries `anthropic-version`,
+/// OpenAI's otherwise) and `GET /health` (for readiness checks). Anything else gets a 404.
 public final class FakeLLMServer: Sendable {
     /// Server settings.
     public struct Configuration: Sendable {
@@ -42,6 +43,11 @@ public final class FakeLLMServer: Sendable {
         public var maxRequestBodyBytes: Int
         /// The model named in replies when the request names none.
         public var defaultModel: String
+        /// The model ids `GET /v1/models` lists, in order; `nil` (the default) lists ``defaultModel`` alone.
+        public var modelIDs: [String]?
+        /// When set, OpenAI-format completions whose request asks for it (`"usage": {"include": true}`) report this
+        /// cost in USD as `usage.cost`, in the whole reply or the final usage chunk, as OpenRouter does.
+        public var reportedCostUSD: Double?
 
         /// - Parameters:
         ///   - host: the address to bind.
@@ -49,12 +55,16 @@ public final class FakeLLMServer: Sendable {
         ///   - latency: a pause before every reply.
         ///   - expectedAPIKey: the key requests must carry, or `nil` to check none.
         ///   - strict: whether to refuse requests the real APIs refuse.
+        ///   - modelIDs: the ids `GET /v1/models` lists; `nil` lists the default model alone.
+        ///   - reportedCostUSD: the cost to report in `usage.cost` when a request asks for it; `nil` reports none.
         public init(
             host: String = "127.0.0.1",
             port: Int = 0,
             latency: Duration = .zero,
             expectedAPIKey: String? = nil,
-            strict: Bool = true
+            strict: Bool = true,
+            modelIDs: [String]? = nil,
+            reportedCostUSD: Double? = nil
         ) {
             self.host = host
             self.port = port
@@ -63,6 +73,8 @@ public final class FakeLLMServer: Sendable {
             self.strict = strict
             self.maxRequestBodyBytes = 64 << 20
             self.defaultModel = "fake-model"
+            self.modelIDs = modelIDs
+            self.reportedCostUSD = reportedCostUSD
         }
     }
 

@@ -1,12 +1,14 @@
 import ArgumentParser
 import Foundation
+import RLM
 import RLMSandbox
 
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure SwiftRLM's speed (figures for docs/BENCHMARKS.md).",
-        subcommands: [SandboxBench.self, SubcallsBench.self, TasksBench.self]
+        discussion: "Sub-call throughput against a fake server is measured by the separate `rlm-bench subcalls`.",
+        subcommands: [SandboxBench.self, TasksBench.self]
     )
 }
 
@@ -62,7 +64,7 @@ struct SandboxBench: AsyncParsableCommand {
         writeOut("python3 -c pass       median \(ms(baselineMedian)) ms  (n=\(cold))\n")
         writeOut(
             "cold start            median \(ms(coldMedian)) ms  p90 \(ms(percentile(coldStarts, 0.9))) ms  "
-                + "ratio \(String(format: "%.2f", seconds(coldMedian) / seconds(baselineMedian)))x  (target ≤ 2x)\n")
+                + "ratio \(String(format: "%.2f", coldMedian.inSeconds / baselineMedian.inSeconds))x  (target ≤ 2x)\n")
         writeOut(
             "warm empty cell       median \(us(median(warmTimes))) µs  p90 \(us(percentile(warmTimes, 0.9))) µs  "
                 + "p99 \(us(percentile(warmTimes, 0.99))) µs  (n=\(warm), target ≤ 500 µs)\n")
@@ -88,10 +90,5 @@ func percentile(_ values: [Duration], _ p: Double) -> Duration {
     return sorted[min(sorted.count - 1, Int(Double(sorted.count - 1) * p + 0.5))]
 }
 
-func seconds(_ duration: Duration) -> Double {
-    let (s, atto) = duration.components
-    return Double(s) + Double(atto) / 1e18
-}
-
-func ms(_ duration: Duration) -> String { String(format: "%.2f", seconds(duration) * 1000) }
-func us(_ duration: Duration) -> String { String(format: "%.0f", seconds(duration) * 1e6) }
+func ms(_ duration: Duration) -> String { String(format: "%.2f", duration.inMilliseconds) }
+func us(_ duration: Duration) -> String { String(format: "%.0f", duration.inSeconds * 1e6) }

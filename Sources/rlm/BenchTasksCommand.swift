@@ -1,10 +1,9 @@
 import ArgumentParser
 import Foundation
 import RLM
-import RLMLocal
-import RLMProviders
-import RLMSandbox
+import RLMRuntime
 import RLMTasks
+import Synchronization
 
 /// `rlm bench tasks`: the long-context task suite — generate task files, run them through the RLM and a baseline,
 /// regenerate the bundled sample.
@@ -175,20 +174,7 @@ struct TasksBench: AsyncParsableCommand {
 
         @OptionGroup var selection: Selection
 
-        @Option(help: "openai (any OpenAI-compatible server), anthropic, or local (offline llama.cpp).")
-        var provider: ProviderChoice?
-
-        @Option(help: "API base URL, e.g. http://127.0.0.1:8080/v1 (OpenAI-compatible) or https://api.anthropic.com.")
-        var baseURL: String?
-
-        @Option(help: "Root model name.")
-        var model: String?
-
-        @Option(help: "Model for llm_query sub-calls (default: the root model).")
-        var subModel: String?
-
-        @Option(help: "Local model for --provider local.")
-        var localModel: String = "qwen2.5-coder-1.5b"
+        @OptionGroup var modelOptions: ModelOptions
 
         @Flag(inversion: .prefixedNo, help: "Also ask the model directly (context cut to its window).")
         var baseline = true
@@ -196,35 +182,14 @@ struct TasksBench: AsyncParsableCommand {
         @Flag(inversion: .prefixedNo, help: "Run the RLM (--no-rlm: the baseline only).")
         var rlm = true
 
-        @Option(help: "Root iterations per task.")
-        var maxIterations: Int = 20
-
-        @Option(help: "Recursion depth for rlm_query (0: plain llm_query).")
-        var maxDepth: Int = 1
-
         @Option(help: "Wall-clock limit in seconds per task and method.")
         var timeout: Double?
-
-        @Option(help: "Wall-clock limit per code cell in seconds.")
-        var cellTimeout: Double = 60
-
-        @Option(help: "The model's context window in tokens (for servers that do not say).")
-        var contextWindow: Int?
 
         @Option(help: "Tokens reserved for the baseline's reply.")
         var baselineReplyTokens: Int = 256
 
         @Option(help: "Write each RLM run's trajectory (JSONL) to DIR/<task id>.jsonl.")
         var trajectoryDir: String?
-
-        @Option(help: "Read keys from this .env file (opt-in).")
-        var envFile: String?
-
-        @Option(help: "A JSON price table: {\"model\": {\"input\": USD per 1M, \"output\": USD per 1M}}.")
-        var prices: String?
-
-        @Option(help: "Python interpreter inside the sandbox.")
-        var python: String = "/usr/bin/python3"
 
         @Flag(help: "Print the whole report as JSON instead of the table.")
         var json = false
@@ -233,10 +198,7 @@ struct TasksBench: AsyncParsableCommand {
         var out: String?
 
         func validate() throws {
-            guard maxIterations >= 1 else { throw ValidationError("--max-iterations must be at least 1") }
-            guard maxDepth >= 0 else { throw ValidationError("--max-depth must be 0 or more") }
             if let timeout, timeout <= 0 { throw ValidationError("--timeout must be positive") }
-            guard cellTimeout > 0 else { throw ValidationError("--cell-timeout must be positive") }
             guard baselineReplyTokens >= 16 else {
                 throw ValidationError("--baseline-reply-tokens must be at least 16")
             }
@@ -247,64 +209,40 @@ struct TasksBench: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let environment = ProcessInfo.processInfo.environment
             let taskList = try loadTasks()
             guard !taskList.isEmpty else {
                 printError("rlm: no tasks to run")
                 throw ExitCode(2)
             }
-            var setup: ModelSetup
-            do {
-                setup = try ModelSetup.resolve(
-                    provider: provider, baseURL: baseURL, model: model, subModel: subModel,
-                    contextWindow: contextWindow, envFile: envFile, environment: environment)
-            } catch let error as LLMError {
-                printError("rlm: \(error)")
-                throw ExitCode(2)
-            }
-            // --local-model names the offline model (also when the local provider was chosen for want of a key);
-            // --model, when given, wins as it does for `rlm run`.
-            if case .local = setup.kind { setup.kind = .local(model: model ?? localModel) }
-            if let note = setup.note { printError("rlm: \(note)") }
-            let pricing = try loadPricing()
-            if let trajectoryDir {
-                do {
-                    try FileManager.default.createDirectory(
-                        atPath: trajectoryDir, withIntermediateDirectories: true)
-                } catch {
-                    printError("rlm: cannot create \(trajectoryDir): \(error.localizedDescription)")
-                    throw ExitCode(2)
-                }
-            }
-
+            let runtime = RLMRuntime(
+                options: modelOptions.runtimeOptions(), environment: ProcessInfo.processInfo.environment,
+                onLocalActivity: localActivityDisplay())
             let report: BenchReport
             do {
-                report = try await setup.withModels { root, sub in
-                    var sandboxConfiguration = ProcessSandbox.Configuration()
-                    sandboxConfiguration.pythonPath = python
-                    let configuration = setup.runConfiguration(
-                        root: root, sub: sub, sandbox: ProcessSandbox(configuration: sandboxConfiguration),
-                        budget: Budget(maxIterations: maxIterations, maxDepth: maxDepth),
-                        cellTimeout: cellTimeout, batchConcurrency: 16, pricing: pricing)
+                let plan = try runtime.prepare()
+                for note in plan.notes { printError("rlm: \(note)") }
+                if let trajectoryDir {
+                    try SwiftRLMPaths.createDirectory(URL(fileURLWithPath: trajectoryDir))
+                }
+                report = try await runtime.withConfiguration(plan) { configuration in
                     let runner = BenchRunner(
                         configuration: configuration,
                         options: BenchRunner.Options(
                             runRLM: rlm, runBaseline: baseline,
                             taskTimeout: timeout.map { .milliseconds(Int64($0 * 1000)) },
                             baselineReplyTokens: baselineReplyTokens))
-                    let display = BenchProgress(maxIterations: maxIterations, trajectoryDir: trajectoryDir)
+                    // Per-task trajectories go through the runtime, so they are redacted exactly as `rlm run`'s.
+                    let display = BenchProgress(maxIterations: modelOptions.maxIterations) { task in
+                        guard let trajectoryDir else { return nil }
+                        return try? runtime.openTrajectory(plan, path: "\(trajectoryDir)/\(task.id).jsonl")
+                    }
                     defer { display.close() }
                     return try await runner.run(taskList, observer: display.observer)
                 }
-            } catch let error as LLMError {
-                printError("rlm: \(error)")
-                throw ExitCode(error.kind == .configuration || error.kind == .unauthorized ? 2 : 1)
-            } catch let error as SandboxError {
-                printError("rlm: \(error)")
-                throw ExitCode(error.isSetupError ? 2 : 1)
-            } catch let error as LocalModelError {
-                printError("rlm: \(error)")
-                throw ExitCode(2)
+            } catch {
+                let failure = RunFailure.classify(error)
+                printError("rlm: \(failure.message)")
+                throw ExitCode(failure.exitCode)
             }
 
             let data = try report.json()
@@ -336,58 +274,31 @@ struct TasksBench: AsyncParsableCommand {
                 throw ExitCode(2)
             }
         }
-
-        private func loadPricing() throws -> ModelPricing {
-            guard let prices else { return .defaults }
-            do {
-                let text = try String(contentsOfFile: prices, encoding: .utf8)
-                return ModelPricing.defaults.merging(try ModelPricing.parse(json: text))
-            } catch {
-                printError("rlm: cannot read the price table \(prices): \(error)")
-                throw ExitCode(2)
-            }
-        }
-    }
-}
-
-extension ModelSetup {
-    /// The engine configuration `rlm run` builds for these models: sandbox, budget, cell timeout, batch concurrency,
-    /// prices, and `tuneForSmallModels()` for the local provider. `rlm run` can call this too, so that a benchmark
-    /// always measures what `rlm run` does.
-    func runConfiguration(
-        root: any LanguageModel, sub: (any LanguageModel)?, sandbox: any Sandbox, budget: Budget, cellTimeout: Double,
-        batchConcurrency: Int, pricing: ModelPricing
-    ) -> RLMConfiguration {
-        var configuration = RLMConfiguration(rootModel: root, subModel: sub, sandbox: sandbox, budget: budget)
-        configuration.cellTimeout = .milliseconds(Int64(cellTimeout * 1000))
-        configuration.batchConcurrency = batchConcurrency
-        if isLocal { configuration.tuneForSmallModels() }
-        configuration.cost = { model, usage in pricing.cost(of: usage, model: model) ?? 0 }
-        return configuration
     }
 }
 
 /// Progress of a benchmark run on stderr (a terminal only): a line per task and method, the engine's live step line
 /// while the RLM works, and a verdict when it ends. Also writes per-task trajectories when asked.
 final class BenchProgress: Sendable {
-    private let tty = isatty(2) != 0
+    private let tty = StatusLine.isTerminal
     private let maxIterations: Int
-    private let trajectoryDir: String?
-    private let current = Locked<(reporter: ProgressReporter?, writer: TrajectoryWriter?)>((nil, nil))
+    private let openTrajectory: @Sendable (BenchTask) -> TrajectoryWriter?
+    private let current = Mutex<(reporter: RunProgress?, writer: TrajectoryWriter?)>((nil, nil))
 
-    init(maxIterations: Int, trajectoryDir: String?) {
+    /// - Parameters:
+    ///   - maxIterations: for the step line.
+    ///   - openTrajectory: opens a task's trajectory file (`nil`: none).
+    init(maxIterations: Int, openTrajectory: @escaping @Sendable (BenchTask) -> TrajectoryWriter?) {
         self.maxIterations = maxIterations
-        self.trajectoryDir = trajectoryDir
+        self.openTrajectory = openTrajectory
     }
 
     var observer: BenchRunner.Observer {
         BenchRunner.Observer(
             started: { [self] task, method, index, total in
-                let writer: TrajectoryWriter? =
-                    method == .rlm
-                    ? trajectoryDir.flatMap { try? TrajectoryWriter(path: "\($0)/\(task.id).jsonl") } : nil
+                let writer = method == .rlm ? openTrajectory(task) : nil
                 let old = current.withLock { value in
-                    defer { value = (ProgressReporter(maxIterations: maxIterations), writer) }
+                    defer { value = (RunProgress(maxIterations: maxIterations), writer) }
                     return value
                 }
                 old.writer?.close()

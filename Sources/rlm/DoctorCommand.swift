@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import RLM
 import RLMSandbox
 
 struct DoctorCommand: AsyncParsableCommand {

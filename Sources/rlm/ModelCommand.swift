@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dispatch
 import Foundation
+import RLM
 import Logging
 import RLMLocal
 import Synchronization
@@ -70,16 +71,16 @@ struct ModelCommand: AsyncParsableCommand {
 
         func run() async throws {
             let store = options.makeStore()
-            let display = ProgressLine()
+            let display = StatusLine()
             do {
                 let model = try store.model(named: name)
                 let installed = try await store.pull(model) { progress in
                     display.show(Self.describe(progress))
                 }
-                display.finish()
+                display.finish(keep: true)
                 writeOut("\(installed.path.path)\n")
             } catch {
-                display.finish()
+                display.finish(keep: true)
                 printError("rlm: \(error)")
                 throw ExitCode(1)
             }
@@ -207,7 +208,7 @@ struct ModelCommand: AsyncParsableCommand {
 
         func run() async throws {
             let store = options.makeStore()
-            let display = ProgressLine()
+            let display = StatusLine()
             var configuration = LocalModelServer.Configuration()
             configuration.port = port
             configuration.threads = threads
@@ -219,7 +220,7 @@ struct ModelCommand: AsyncParsableCommand {
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask {
                         try await server.run(progress: { display.show(Self.describe($0)) }) { running in
-                            display.finish()
+                            display.finish(keep: true)
                             writeOut("\(running.baseURL.absoluteString)\n")
                         }
                     }
@@ -229,7 +230,7 @@ struct ModelCommand: AsyncParsableCommand {
                     try await group.waitForAll()
                 }
             } catch {
-                display.finish()
+                display.finish(keep: true)
                 printError("rlm: \(error)")
                 throw ExitCode(1)
             }
@@ -269,30 +270,8 @@ private func waitForTerminationSignal() async {
     for await _ in stream { return }
 }
 
-/// One self-overwriting status line on stderr, shown only when stderr is a terminal.
-private final class ProgressLine: Sendable {
-    private let enabled = isatty(2) != 0
-    private let shown = Mutex(false)
-
-    func show(_ text: String) {
-        guard enabled else { return }
-        shown.withLock { $0 = true }
-        FileHandle.standardError.write(Data("\r\u{1B}[K\(text)".utf8))
-    }
-
-    /// Ends the line, leaving the last status visible.
-    func finish() {
-        guard enabled,
-            shown.withLock({ shown in
-                defer { shown = false }; return shown
-            })
-        else { return }
-        FileHandle.standardError.write(Data("\n".utf8))
-    }
-}
-
 /// 1_117_320_768 → "1.12 GB" (decimal units, as download sizes are usually given).
-private func formatBytes(_ bytes: Int64) -> String {
+func formatBytes(_ bytes: Int64) -> String {
     let value = Double(bytes)
     switch value {
     case ..<1e3: return "\(bytes) B"

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import RLM
 
 /// The `rlm` command line: parses, wires, prints. Logic lives in the libraries.
 @main
@@ -22,6 +23,14 @@ struct RLMCommand: AsyncParsableCommand {
         } catch {
             let code = exitCode(for: error)
             if code.rawValue == ExitCode.validationFailure.rawValue {
+                // `rlm run --json` promises one JSON object on stdout for every outcome, usage errors included.
+                let arguments = CommandLine.arguments.dropFirst()
+                if arguments.first == "run" && arguments.contains("--json") {
+                    writeJSON([
+                        "status": "error", "answer": NSNull(), "usage": NSNull(), "trajectory": NSNull(),
+                        "error": ["kind": "usage", "message": message(for: error)],
+                    ])
+                }
                 FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
                 Foundation.exit(2)
             }
@@ -30,12 +39,3 @@ struct RLMCommand: AsyncParsableCommand {
     }
 }
 
-/// Prints to stderr.
-func printError(_ message: String) {
-    FileHandle.standardError.write(Data((message.hasSuffix("\n") ? message : message + "\n").utf8))
-}
-
-/// Writes text to stdout without adding anything.
-func writeOut(_ text: String) {
-    FileHandle.standardOutput.write(Data(text.utf8))
-}

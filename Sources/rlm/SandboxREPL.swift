@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dispatch
 import Foundation
+import RLM
 import RLMSandbox
 
 #if canImport(Glibc)

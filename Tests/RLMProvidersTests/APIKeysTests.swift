@@ -140,67 +140,6 @@ struct APIKeysTests {
     }
 }
 
-@Suite("ModelPricing")
-struct ModelPricingTests {
-    @Test func findsExactNames() {
-        let price = ModelPricing.defaults.price(for: "gpt-4o-mini")
-        #expect(price == ModelPricing.Price(input: 0.15, output: 0.60))
-    }
-
-    @Test(arguments: [
-        ("gpt-4o-mini-2024-07-18", 0.15),
-        ("gpt-4o-2024-08-06", 2.50),
-        ("gpt-4.1-mini-2025-04-14", 0.40),
-        ("gpt-4.1-2025-04-14", 2.00),
-        ("claude-3-5-haiku-20241022", 0.80),
-        ("claude-3-haiku-20240307", 0.25),
-        ("claude-sonnet-4-20250514", 3.00),
-        ("openai/gpt-4o-mini", 0.15),
-        ("GPT-4O-MINI", 0.15),
-        ("qwen2.5-7b-instruct", 0.0),
-    ])
-    func findsTheLongestPrefix(_ model: String, _ input: Double) {
-        #expect(ModelPricing.defaults.price(for: model)?.input == input)
-    }
-
-    @Test func unknownModelsHaveNoPrice() {
-        #expect(ModelPricing.defaults.price(for: "mystery-model") == nil)
-        #expect(ModelPricing.defaults.cost(of: TokenUsage(inputTokens: 10), model: "mystery-model") == nil)
-    }
-
-    @Test func costIsTokensTimesPricePerMillion() throws {
-        let cost = try #require(
-            ModelPricing.defaults.cost(
-                of: TokenUsage(inputTokens: 1_000_000, outputTokens: 500_000),
-                model: "gpt-4o-mini"
-            )
-        )
-        #expect(abs(cost - (0.15 + 0.30)) < 1e-9)
-        #expect(ModelPricing.Price.free.cost(of: TokenUsage(inputTokens: 5, outputTokens: 5)) == 0)
-    }
-
-    @Test func parsesAUserTableAndMergesIt() throws {
-        let user = try ModelPricing.parse(
-            json: #"{"my-model": {"input": 1, "output": 2.5}, "gpt-4o": {"input": 9, "output": 9}}"#)
-        #expect(user.price(for: "my-model-v2") == ModelPricing.Price(input: 1, output: 2.5))
-        let merged = ModelPricing.defaults.merging(user)
-        #expect(merged.price(for: "gpt-4o")?.input == 9)
-        #expect(merged.price(for: "gpt-4o-mini")?.input == 0.15)
-    }
-
-    @Test(arguments: [
-        "not json",
-        "[1, 2]",
-        #"{"m": 3}"#,
-        #"{"m": {"input": 1}}"#,
-        #"{"m": {"input": "1", "output": 2}}"#,
-        #"{"m": {"input": -1, "output": 2}}"#,
-    ])
-    func rejectsMalformedTables(_ json: String) {
-        #expect(throws: LLMError.self) { try ModelPricing.parse(json: json) }
-    }
-}
-
 @Suite("RetryPolicy")
 struct RetryPolicyTests {
     @Test func backoffGrowsAndIsCapped() {

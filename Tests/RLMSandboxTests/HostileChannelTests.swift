@@ -1,4 +1,5 @@
 import Foundation
+import RLM
 import Testing
 
 @testable import RLMSandbox

@@ -1,4 +1,5 @@
 import Foundation
+import RLM
 import Glibc
 import Testing
 
@@ -142,8 +143,9 @@ extension SandboxTests {
                     return .text("answer to \(prompt) via \(model ?? "default")")
                 case .llmQueryBatched(let prompts, _):
                     return .batch(prompts.map { $0.uppercased() })
-                case .rlmQuery(let prompt, let context):
-                    return .text("child saw \(prompt) with \(context?.stringValue ?? "nothing")")
+                case .rlmQuery(let prompt, let context, let model):
+                    return .text(
+                        "child saw \(prompt) with \(context?.stringValue ?? "nothing") via \(model ?? "root")")
                 }
             }
             try await withTestSession(handler: handler) { (session: any SandboxSession) async throws in
@@ -152,7 +154,9 @@ extension SandboxTests {
                 let batch = try await session.run("print(llm_query_batched(['a', 'b', 'c']))")
                 #expect(batch.stdout == "['A', 'B', 'C']\n")
                 let child = try await session.run("print(rlm_query('sub', context='piece'))")
-                #expect(child.stdout == "child saw sub with piece\n")
+                #expect(child.stdout == "child saw sub with piece via root\n")
+                let named = try await session.run("print(rlm_query('sub', model='judge'))")
+                #expect(named.stdout == "child saw sub with nothing via judge\n")
                 let failed = try await session.run("llm_query('fail')")
                 #expect(failed.error?.type == "RuntimeError")
                 #expect(failed.error?.message.contains("unreachable") == true)

@@ -1,5 +1,6 @@
 import Foundation
 import RLM
+import RLMTesting
 import RLMSandbox
 import RLMTasks
 import Synchronization

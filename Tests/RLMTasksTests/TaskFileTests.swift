@@ -1,4 +1,5 @@
 import Foundation
+import RLM
 import RLMSandbox
 import RLMTasks
 import Testing

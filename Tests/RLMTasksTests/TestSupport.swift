@@ -1,37 +1,8 @@
 import Foundation
 import RLM
 import RLMSandbox
+import RLMTesting
 import Synchronization
-
-/// An in-memory model whose replies come from a script (copied from RLMTests' EngineTestSupport).
-final class ScriptedModel: LanguageModel {
-    let name: String
-    let contextWindow: Int?
-    private let script: @Sendable ([ChatMessage]) throws -> String
-    private let log = Mutex<[[ChatMessage]]>([])
-    private let delay: Duration
-
-    init(
-        name: String = "scripted", contextWindow: Int? = nil, delay: Duration = .zero,
-        _ script: @escaping @Sendable ([ChatMessage]) throws -> String
-    ) {
-        self.name = name
-        self.contextWindow = contextWindow
-        self.delay = delay
-        self.script = script
-    }
-
-    var requests: [[ChatMessage]] { log.withLock { $0 } }
-
-    func complete(_ request: CompletionRequest) async throws -> Completion {
-        log.withLock { $0.append(request.messages) }
-        if delay > .zero { try await Task.sleep(for: delay) }
-        let text = try script(request.messages)
-        let input = request.messages.reduce(0) { $0 + $1.content.count } / 4
-        return Completion(
-            text: text, usage: TokenUsage(inputTokens: input, outputTokens: max(1, text.count / 4)), model: name)
-    }
-}
 
 func sandboxForTests() -> ProcessSandbox {
     var configuration = ProcessSandbox.Configuration()

@@ -510,17 +510,19 @@ def llm_query_batched(prompts, model=None):
     return _subcall('llm_query_batched', {'prompts': [str(p) for p in prompts], 'model': model})
 
 
-def rlm_query(prompt, context=None):
-    """Runs a child RLM (one level deeper) on `prompt` with an optional JSON-serializable `context`; returns str."""
+def rlm_query(prompt, context=None, model=None):
+    """Runs a child RLM (one level deeper) on `prompt` with an optional JSON-serializable `context`; returns str.
+    `model` names a declared model to drive the child (default: the root model)."""
     if not isinstance(prompt, str):
         raise TypeError(f'rlm_query: prompt must be a str, not {type(prompt).__name__}')
+    _check_model('rlm_query', model)
     if context is not None:
         try:
             _checked_dumps(context)
         except (TypeError, ValueError, RecursionError) as e:
             raise TypeError(f'rlm_query: context must be JSON-serializable (str, list, dict, numbers, bool, None): '
                             f'{e}') from None
-    return _subcall('rlm_query', {'prompt': str(prompt), 'model': None, 'context': context})
+    return _subcall('rlm_query', {'prompt': str(prompt), 'model': model, 'context': context})
 
 
 # -------------------------------------------------------------------------------------------------- final answers

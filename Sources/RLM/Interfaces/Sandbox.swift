@@ -54,6 +54,14 @@ public struct SessionInfo: Sendable, Hashable {
     public var cgroups: Bool
     /// The uid the sandbox runs as on the host.
     public var hostUID: UInt32
+
+    /// - Parameters: as the properties.
+    public init(pythonVersion: String, landlock: String, cgroups: Bool, hostUID: UInt32) {
+        self.pythonVersion = pythonVersion
+        self.landlock = landlock
+        self.cgroups = cgroups
+        self.hostUID = hostUID
+    }
 }
 
 extension SandboxSession {

@@ -25,8 +25,9 @@ public enum SubcallRequest: Sendable, Hashable {
     case llmQuery(prompt: String, model: String?)
     /// `llm_query_batched(prompts, model=None)`: the host may run the prompts concurrently.
     case llmQueryBatched(prompts: [String], model: String?)
-    /// `rlm_query(prompt, context=None)`: a child RLM one level deeper.
-    case rlmQuery(prompt: String, context: JSONValue?)
+    /// `rlm_query(prompt, context=None, model=None)`: a child RLM one level deeper, driven by `model` (a declared
+    /// model name) or the root model.
+    case rlmQuery(prompt: String, context: JSONValue?, model: String?)
 }
 
 /// The host's answer to a ``SubcallRequest``.
@@ -123,10 +124,7 @@ public struct CellResult: Sendable, Hashable {
     }
 
     /// Milliseconds of ``duration``.
-    public var durationMilliseconds: Double {
-        let (seconds, attoseconds) = duration.components
-        return Double(seconds) * 1000 + Double(attoseconds) / 1e15
-    }
+    public var durationMilliseconds: Double { duration.inMilliseconds }
 }
 
 /// A variable read back from the REPL.
@@ -135,6 +133,14 @@ public struct VariableValue: Sendable, Hashable {
     public var value: String
     /// The Python type name.
     public var typeName: String
+
+    /// - Parameters:
+    ///   - value: `str()` of the object.
+    ///   - typeName: the Python type name.
+    public init(value: String, typeName: String) {
+        self.value = value
+        self.typeName = typeName
+    }
 }
 
 /// Errors from a sandbox. The description is safe to log and to show a user.

@@ -1,4 +1,6 @@
 import Foundation
+import RLM
+import RLMTesting
 import RLMSandbox
 import Testing
 

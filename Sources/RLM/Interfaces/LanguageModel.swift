@@ -91,13 +91,19 @@ public struct Completion: Sendable, Hashable {
     public var model: String
     /// Why generation stopped (`stop`, `length`, …), when the server said.
     public var finishReason: String?
+    /// The cost of this call in USD as the provider reported it (OpenRouter's `usage.cost`); `nil` when it did not.
+    /// Budgets prefer it to a price-table estimate.
+    public var reportedCostUSD: Double?
 
     /// - Parameters: as the properties.
-    public init(text: String, usage: TokenUsage, model: String, finishReason: String? = nil) {
+    public init(
+        text: String, usage: TokenUsage, model: String, finishReason: String? = nil, reportedCostUSD: Double? = nil
+    ) {
         self.text = text
         self.usage = usage
         self.model = model
         self.finishReason = finishReason
+        self.reportedCostUSD = reportedCostUSD
     }
 }
 

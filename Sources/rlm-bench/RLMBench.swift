@@ -5,6 +5,21 @@ import RLMProviders
 import RLMSandbox
 import RLMTesting
 
+/// `rlm-bench`: benchmarks that need the test fakes, kept out of the shipping `rlm` binary.
+@main
+struct RLMBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rlm-bench",
+        abstract: "SwiftRLM benchmarks that run against the fake LLM server (figures for docs/BENCHMARKS.md).",
+        subcommands: [SubcallsBench.self]
+    )
+}
+
+/// Writes text to stdout without adding anything.
+func writeOut(_ text: String) {
+    FileHandle.standardOutput.write(Data(text.utf8))
+}
+
 /// Sub-call figures: the cost of one `llm_query` round trip (sandbox → host → HTTP → server → back) against a
 /// zero-latency server, and 1,000 prompts through `llm_query_batched` against a server with 20 ms latency. The
 /// timing happens inside the sandbox, around the calls the model's code would make.

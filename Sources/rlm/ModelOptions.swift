@@ -1,0 +1,77 @@
+import ArgumentParser
+import Foundation
+import RLM
+import RLMRuntime
+
+extension ProviderKind: ExpressibleByArgument {}
+
+/// The provider, model and budget options `rlm run` and `rlm bench tasks` share: one definition, so the two cannot
+/// drift apart. They become ``RuntimeOptions``; the runtime does the rest.
+struct ModelOptions: ParsableArguments {
+    @Option(
+        help: ArgumentHelp(
+            "openai (any OpenAI-compatible server), anthropic, or local (offline llama.cpp).",
+            discussion: """
+                Without --provider: with a base URL (--base-url, else OPENAI_BASE_URL or ANTHROPIC_BASE_URL), the \
+                URL's wire format when its host says it (api.anthropic.com: anthropic; api.openai.com, \
+                openrouter.ai: openai), else the wire format of the only key that is set, else openai; without a \
+                base URL, openai when OPENAI_API_KEY is set, else anthropic when ANTHROPIC_API_KEY is, else local.
+                """))
+    var provider: ProviderKind?
+
+    @Option(help: "API base URL, with or without /v1 (default: OPENAI_BASE_URL / ANTHROPIC_BASE_URL, else the provider's).")
+    var baseURL: String?
+
+    @Option(help: "Root model name (default: gpt-4o-mini on OpenAI; the server's only model on other OpenAI-compatible servers).")
+    var model: String?
+
+    @Option(help: "Model for llm_query sub-calls without model= (default: the root model).")
+    var subModel: String?
+
+    @Option(help: "Another model code may name with model= (repeatable).")
+    var allowModel: [String] = []
+
+    @Option(help: "A JSON file placing models on other providers: {\"models\": {NAME: {provider, base_url, model, key_env, price}}}.")
+    var models: String?
+
+    @Option(help: "The model's context window in tokens (for servers that do not say).")
+    var contextWindow: Int?
+
+    @Option(help: "Read keys from this .env file (opt-in).")
+    var envFile: String?
+
+    @Option(help: "A JSON price table merged over the bundled one: {\"model\": {\"input\": USD per 1M, \"output\": USD per 1M}}.")
+    var prices: String?
+
+    @Option(help: "Local model for --provider local.")
+    var localModel: String = "qwen2.5-coder-1.5b"
+
+    @Option(help: "Python interpreter inside the sandbox.")
+    var python: String = "/usr/bin/python3"
+
+    @Option(help: "Root iterations.")
+    var maxIterations: Int = 20
+
+    @Option(help: "Recursion depth for rlm_query (0: plain llm_query).")
+    var maxDepth: Int = 1
+
+    @Option(help: "Wall-clock limit per code cell in seconds.")
+    var cellTimeout: Double = 60
+
+    @Option(help: "Concurrent prompts per llm_query_batched.")
+    var batchConcurrency: Int = 16
+
+    /// The runtime's options, with the budgets only `rlm run` has.
+    func runtimeOptions(
+        maxTokens: Int? = nil, maxCost: Double? = nil, timeout: Double? = nil, maxSubcalls: Int? = nil
+    ) -> RuntimeOptions {
+        RuntimeOptions(
+            provider: provider, baseURL: baseURL, model: model, subModel: subModel, allowedModels: allowModel,
+            modelsFile: models, contextWindow: contextWindow, envFile: envFile, pricesFile: prices,
+            localModel: localModel, python: python, maxIterations: maxIterations, maxDepth: maxDepth,
+            maxTokens: maxTokens, maxCostUSD: maxCost, timeout: timeout.map { .milliseconds(Int64($0 * 1000)) },
+            maxSubcalls: maxSubcalls,
+            cellTimeout: cellTimeout > 0 ? .milliseconds(Int64(cellTimeout * 1000)) : .zero,
+            batchConcurrency: batchConcurrency)
+    }
+}

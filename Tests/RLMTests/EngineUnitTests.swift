@@ -1,0 +1,135 @@
+import Foundation
+import RLM
+import RLMTesting
+import Synchronization
+import Testing
+
+/// The engine with the scripted model and the in-memory sandbox: loop, answers, sub-model routing and cost, with no
+/// bubblewrap, no Python and no HTTP.
+@Suite("Engine (in-memory sandbox)")
+struct EngineUnitTests {
+    /// A cell script that performs the sub-call encoded in the code (`CALL kind model prompt`) and reports the reply
+    /// as the cell's output, or sets the final answer for `FINAL x`.
+    static func interpreter() -> InMemorySandbox {
+        InMemorySandbox { cell in
+            let words = cell.code.split(separator: " ", maxSplits: 3).map(String.init)
+            switch words.first {
+            case "FINAL": return CellResult(finalAnswer: words.dropFirst().joined(separator: " "))
+            case "LLM":
+                let model = words[1] == "-" ? nil : words[1]
+                let reply = try await cell.subcall(.llmQuery(prompt: words[2], model: model))
+                guard case .text(let text) = reply else { return CellResult(stdout: "bad reply") }
+                return CellResult(stdout: text + "\n")
+            case "BATCH":
+                let model = words[1] == "-" ? nil : words[1]
+                let reply = try await cell.subcall(.llmQueryBatched(prompts: [words[2], words[2]], model: model))
+                guard case .batch(let texts) = reply else { return CellResult(stdout: "bad reply") }
+                return CellResult(stdout: texts.joined(separator: "|") + "\n")
+            case "RLM":
+                let model = words[1] == "-" ? nil : words[1]
+                let reply = try await cell.subcall(.rlmQuery(prompt: words[2], context: nil, model: model))
+                guard case .text(let text) = reply else { return CellResult(stdout: "bad reply") }
+                return CellResult(stdout: text + "\n")
+            default:
+                return CellResult(stdout: "ran: \(cell.code)\n")
+            }
+        }
+    }
+
+    static func fence(_ code: String) -> String { "```repl\n\(code)\n```" }
+
+    @Test func answersFromAFinalSetInACell() async throws {
+        let root = ScriptedModel(replies: [Self.fence("FINAL 42")])
+        let sandbox = Self.interpreter()
+        let result = try await RLMEngine(configuration: RLMConfiguration(rootModel: root, sandbox: sandbox))
+            .run(query: "q", context: .text("ctx"))
+        #expect(result.answer == "42")
+        #expect(result.iterations == 1)
+        #expect(sandbox.cellsRun == ["FINAL 42"])
+        #expect(sandbox.liveSessions == 0, "the engine shuts its session down")
+    }
+
+    @Test func aDeclaredModelReceivesTheCallAndAnUndeclaredOneNothing() async throws {
+        let root = ScriptedModel(
+            name: "root",
+            replies: [
+                Self.fence("LLM judge is-it-spam"), Self.fence("LLM ghost is-it-spam"), Self.fence("LLM - plain"),
+                "FINAL(done)",
+            ])
+        let judge = ScriptedModel(name: "judge") { _ in "judge says yes" }
+        let sub = ScriptedModel(name: "sub") { _ in "sub says hi" }
+        var configuration = RLMConfiguration(rootModel: root, subModel: sub, sandbox: Self.interpreter())
+        configuration.callableModels = ["root": root, "sub": sub, "judge": judge]
+        let result = try await RLMEngine(configuration: configuration).run(query: "q", context: nil)
+        #expect(result.answer == "done")
+        #expect(judge.requests.count == 1)
+        #expect(judge.requests.first?.last?.content == "is-it-spam")
+        #expect(sub.requests.count == 1, "model=None goes to the sub-model")
+        let outputs = root.requests.dropFirst().compactMap { $0.last?.content }
+        #expect(outputs.contains { $0.contains("judge says yes") })
+        let refusal = try #require(outputs.first { $0.contains("'ghost'") })
+        #expect(refusal.contains("not declared"))
+        #expect(refusal.contains("'judge'"))
+        #expect(result.usage.subcalls == 2, "a refused call is not a sub-call")
+    }
+
+    @Test func batchedAndRecursiveCallsHonourTheModelName() async throws {
+        // A batch to `judge`, then an rlm_query whose child RLM `judge` drives, then the answer.
+        let root = ScriptedModel(
+            name: "root", replies: [Self.fence("BATCH judge x"), Self.fence("RLM judge child-question"), "FINAL(ok)"])
+        let judge = ScriptedModel(name: "judge") { messages in
+            messages.contains { $0.role == .system } ? "FINAL(from-judge-child)" : "J"
+        }
+        var configuration = RLMConfiguration(
+            rootModel: root, sandbox: Self.interpreter(), budget: Budget(maxIterations: 5, maxDepth: 1))
+        configuration.callableModels = ["judge": judge]
+        let result = try await RLMEngine(configuration: configuration).run(query: "q", context: nil)
+        #expect(result.answer == "ok")
+        let outputs = root.requests.compactMap { $0.last?.content }
+        #expect(outputs.contains { $0.contains("J|J") }, "the batch went to judge")
+        #expect(outputs.contains { $0.contains("from-judge-child") }, "the child RLM was driven by judge")
+        #expect(judge.requests.count == 3)
+    }
+
+    @Test func everyModelIsCountedAtItsOwnPrice() async throws {
+        let root = ScriptedModel(name: "root", reportedCostUSD: 0.5) { messages in
+            messages.contains { $0.role == .assistant } ? "FINAL(x)" : Self.fence("LLM cheap hi")
+        }
+        let cheap = ScriptedModel(name: "cheap", reportedCostUSD: 0.01) { _ in "ok" }
+        var configuration = RLMConfiguration(rootModel: root, sandbox: Self.interpreter())
+        configuration.callableModels = ["cheap": cheap]
+        configuration.cost = { _, _ in 1000 }  // never used: both models report their cost
+        let result = try await RLMEngine(configuration: configuration).run(query: "q", context: nil)
+        #expect(result.answer == "x")
+        #expect(abs(result.usage.costUSD - (0.5 + 0.5 + 0.01)) < 1e-9)
+    }
+
+    @Test func aModelWithoutAReportedCostIsPricedByTheTable() async throws {
+        let root = ScriptedModel(name: "root") { messages in
+            guard messages.contains(where: { $0.role == .system }) else { return "sub-call reply" }
+            return messages.contains { $0.role == .assistant } ? "FINAL(x)" : Self.fence("LLM - hi")
+        }
+        var configuration = RLMConfiguration(rootModel: root, sandbox: Self.interpreter())
+        let seen = Mutex<[String]>([])
+        configuration.cost = { model, _ in
+            seen.withLock { $0.append(model) }
+            return 0.25
+        }
+        let result = try await RLMEngine(configuration: configuration).run(query: "q", context: nil)
+        #expect(abs(result.usage.costUSD - 0.75) < 1e-9)
+        #expect(seen.withLock { $0 } == ["root", "root", "root"])
+    }
+
+    @Test func iterationsRunOutWithoutAnAnswer() async throws {
+        let root = ScriptedModel(name: "root") { _ in Self.fence("print(1)") }
+        let configuration = RLMConfiguration(
+            rootModel: root, sandbox: Self.interpreter(), budget: Budget(maxIterations: 2))
+        let result = try await RLMEngine(configuration: configuration).run(query: "q", context: nil)
+        #expect(result.answer == nil)
+        guard case .budgetExhausted(let reason) = result.status else {
+            Issue.record("expected a spent budget, got \(result.status)")
+            return
+        }
+        #expect(reason.limit == .iterations)
+    }
+}
