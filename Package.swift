@@ -59,7 +59,7 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            resources: [.copy("Resources/prices.json")],
+            resources: [.embedInCode("Resources/prices.json")],
             swiftSettings: swiftSettings
         ),
         // The offline model: pulling sha256-pinned GGUF files from PyPI wheels, and running llama.cpp's server.

@@ -1,3 +1,5 @@
+import RLM
+
 /// Errors from pulling, storing and serving local models. The description is safe to log and says what to do.
 public struct LocalModelError: Error, Sendable, Hashable, CustomStringConvertible {
     private enum Code: String, Hashable, Sendable {
@@ -68,6 +70,15 @@ public struct LocalModelError: Error, Sendable, Hashable, CustomStringConvertibl
 
     /// Reading or writing the store failed.
     public static func storage(_ message: String) -> LocalModelError { LocalModelError(.storage, message) }
+
+    /// Runs `body` (a ``SwiftRLMPaths`` call), reporting a ``PathError`` it throws as a storage error.
+    static func storage<T>(_ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch let error as PathError {
+            throw storage(error.message)
+        }
+    }
 
     /// Python, its venv or pip is missing or failed.
     public static func pythonEnvironment(_ message: String) -> LocalModelError {

@@ -1,10 +1,10 @@
 import AsyncHTTPClient
 import Foundation
-import RLM
 import Glibc
 import Logging
 import NIOCore
 import NIOHTTP1
+import RLM
 
 /// How far starting a local model server has got, for a progress display.
 public enum ServerProgress: Sendable, Hashable {
@@ -203,7 +203,7 @@ public struct LocalModelServer: Sendable {
             throw LocalModelError.serverFailed("invalid model name '\(modelName)'")
         }
         let directory = configuration.stateDirectory
-        try createDirectory(directory, privateToOwner: true)
+        try LocalModelError.storage { try SwiftRLMPaths.createDirectory(directory, privateToOwner: true) }
         let lock = try await FileLock.acquire(
             directory.appendingPathComponent("server-\(modelName).lock").path,
             timeout: configuration.startTimeout + .seconds(900), purpose: "starting the server for \(modelName)")
@@ -220,7 +220,7 @@ public struct LocalModelServer: Sendable {
 
         let python: String
         if let configured = configuration.python {
-            guard let resolved = resolveExecutable(configured) else {
+            guard let resolved = SwiftRLMPaths.executable(named: configured) else {
                 throw LocalModelError.pythonEnvironment("cannot find the Python \(configured)")
             }
             python = resolved
@@ -258,14 +258,11 @@ public struct LocalModelServer: Sendable {
         }
         defer { try? log.close() }
 
-        let stdin = Pipe()
         let arguments = [
             "-u", script.path, "--model", modelPath.path, "--port", "\(configuration.port)", "--ctx",
             "\(contextWindow)", "--threads", "\(configuration.threads)", "--alias", modelName, "--ready-file",
             readyFile.path,
         ]
-        let child = ChildProcess(
-            executable: python, arguments: arguments, standardInput: stdin, standardOutput: log, standardError: log)
         progress(.launching(model: modelName, contextWindow: contextWindow))
         logger.info(
             "starting local model server",
@@ -275,19 +272,14 @@ public struct LocalModelServer: Sendable {
             ])
         let clock = ContinuousClock()
         let started = clock.now
-        do {
-            try child.start()
-        } catch {
-            throw LocalModelError.serverFailed("cannot run \(python): \(error.localizedDescription)")
-        }
-        try? stdin.fileHandleForReading.close()
+        let child = try await ServerProcess.launch(
+            executable: python, arguments: arguments, log: log, grace: configuration.stopGracePeriod)
 
         let port: Int
         do {
             port = try await waitUntilReady(child: child, readyFile: readyFile, logFile: logFile, clock: clock)
         } catch {
-            try? stdin.fileHandleForWriting.close()
-            _ = await child.terminate(grace: configuration.stopGracePeriod)
+            await child.stop()
             throw error
         }
         let seconds = (clock.now - started).inSeconds
@@ -309,18 +301,17 @@ public struct LocalModelServer: Sendable {
             ])
         return RunningServer(
             port: port, modelName: modelName, contextWindow: contextWindow, pid: child.pid, child: child,
-            stdin: stdin.fileHandleForWriting, stateFile: stateFile, logFile: logFile,
-            stopGracePeriod: configuration.stopGracePeriod)
+            stateFile: stateFile, logFile: logFile)
     }
 
     /// Waits for the ready file (written once the socket listens) and then for `/health` 200.
     private func waitUntilReady(
-        child: ChildProcess, readyFile: URL, logFile: URL, clock: ContinuousClock
+        child: ServerProcess, readyFile: URL, logFile: URL, clock: ContinuousClock
     ) async throws -> Int {
         let deadline = clock.now + configuration.startTimeout
         var port: Int?
         while true {
-            if let status = child.exitStatus {
+            if let status = child.exitSummary {
                 throw LocalModelError.serverFailed(
                     "the model server exited (\(status)) before it was ready; last lines of \(logFile.path):\n"
                         + logTail(logFile))
@@ -365,7 +356,7 @@ public struct LocalModelServer: Sendable {
         }
         return RunningServer(
             port: state.port, modelName: modelName, contextWindow: state.contextWindow, pid: state.pid, child: nil,
-            stdin: nil, stateFile: nil, logFile: nil, stopGracePeriod: configuration.stopGracePeriod)
+            stateFile: nil, logFile: nil)
     }
 
     static func modelIDs(in body: String) -> [String] {
@@ -397,4 +388,3 @@ public struct LocalModelServer: Sendable {
         return text.split(separator: "\n").suffix(lines).joined(separator: "\n")
     }
 }
-

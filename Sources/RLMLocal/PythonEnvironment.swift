@@ -1,5 +1,7 @@
 import Foundation
 import Logging
+import RLM
+import Subprocess
 
 /// The private venv that holds the xllamacpp wheel, created on first use.
 ///
@@ -30,7 +32,7 @@ struct PythonEnvironment: Sendable {
     func ensure(progress: @Sendable (ServerProgress) -> Void) async throws -> String {
         if isReady { return python.path }
         let parent = directory.deletingLastPathComponent()
-        try createDirectory(parent)
+        try LocalModelError.storage { try SwiftRLMPaths.createDirectory(parent) }
         let lock = try await FileLock.acquire(
             parent.appendingPathComponent("\(directory.lastPathComponent).lock").path, timeout: .seconds(900),
             purpose: "creating the Python environment")
@@ -46,12 +48,12 @@ struct PythonEnvironment: Sendable {
         var failures: [String] = []
         var created = false
         for candidate in basePythons {
-            guard let executable = resolveExecutable(candidate) else {
+            guard let executable = SwiftRLMPaths.executable(named: candidate) else {
                 failures.append("\(candidate): not found")
                 continue
             }
-            let result = try await Command.run(executable, ["-m", "venv", staging.path])
-            if result.status.succeeded {
+            let result = try await runCommand(executable, ["-m", "venv", staging.path])
+            if result.status.isSuccess {
                 created = true
                 break
             }
@@ -69,16 +71,16 @@ struct PythonEnvironment: Sendable {
 
         progress(.installingPackage(requirement))
         let stagedPython = staging.appendingPathComponent("bin/python").path
-        let install = try await Command.run(
+        let install = try await runCommand(
             stagedPython,
             ["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--progress-bar", "off", requirement]
         )
-        guard install.status.succeeded else {
+        guard install.status.isSuccess else {
             throw LocalModelError.pythonEnvironment(
-                "pip install \(requirement) failed (\(install.status)); is PyPI reachable?\n\(install.tail())")
+                "pip install \(requirement) failed (\(install.status.summary)); is PyPI reachable?\n\(install.tail())")
         }
-        let check = try await Command.run(stagedPython, ["-c", "import xllamacpp"])
-        guard check.status.succeeded else {
+        let check = try await runCommand(stagedPython, ["-c", "import xllamacpp"])
+        guard check.status.isSuccess else {
             throw LocalModelError.pythonEnvironment(
                 "\(requirement) installed but does not import on this machine:\n\(check.tail())")
         }

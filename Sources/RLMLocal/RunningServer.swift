@@ -24,15 +24,13 @@ public final class RunningServer: Sendable {
     /// ``stop()``.
     public let logFile: URL?
 
-    private let child: ChildProcess?
-    private let stdin: FileHandle?
+    private let child: ServerProcess?
     private let stateFile: URL?
-    private let stopGracePeriod: Duration
     private let stopped = Mutex(false)
 
     init(
-        port: Int, modelName: String, contextWindow: Int, pid: Int32, child: ChildProcess?, stdin: FileHandle?,
-        stateFile: URL?, logFile: URL?, stopGracePeriod: Duration
+        port: Int, modelName: String, contextWindow: Int, pid: Int32, child: ServerProcess?, stateFile: URL?,
+        logFile: URL?
     ) {
         self.baseURL = URL(string: "http://127.0.0.1:\(port)/v1")!
         self.port = port
@@ -40,18 +38,15 @@ public final class RunningServer: Sendable {
         self.contextWindow = contextWindow
         self.pid = pid
         self.child = child
-        self.stdin = stdin
         self.stateFile = stateFile
         self.logFile = logFile
-        self.stopGracePeriod = stopGracePeriod
         self.startedHere = child != nil
     }
 
     deinit {
         // Forgotten without stop(): do not leave a 2 GB process behind until this process exits.
         if let child, !stopped.withLock({ $0 }) {
-            try? stdin?.close()
-            child.send(SIGTERM)
+            child.requestStop()
         }
     }
 
@@ -60,7 +55,7 @@ public final class RunningServer: Sendable {
 
     /// Whether the server process is gone.
     public var hasExited: Bool {
-        if let child { return child.exitStatus != nil }
+        if let child { return child.exitSummary != nil }
         return !processIsAlive(pid)
     }
 
@@ -74,11 +69,10 @@ public final class RunningServer: Sendable {
             return !stopped
         }
         guard first else {
-            _ = await child.waitForExit()
+            await child.waitForExit()
             return
         }
-        try? stdin?.close()
-        _ = await child.terminate(grace: stopGracePeriod)
+        await child.stop()
         if let logFile { try? FileManager.default.removeItem(at: logFile) }
         if let stateFile, let state = ServerState.read(stateFile), state.pid == pid {
             try? FileManager.default.removeItem(at: stateFile)

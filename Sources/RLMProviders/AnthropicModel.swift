@@ -6,10 +6,10 @@ import RLM
 
 /// A ``LanguageModel`` over the Anthropic Messages API.
 ///
-/// Calls `POST {API root}/messages`, normally `…/v1/messages` (see ``ProviderBaseURL/anthropic(_:)``). System messages become the top-level `system` field; consecutive messages of
-/// one role are merged and a user message is put first when needed, as the API requires. Retries, timeouts and
-/// error mapping are described on ``Configuration``. Errors are ``LLMError``; cancellation throws
-/// `CancellationError`.
+/// Calls `POST {API root}/messages`, normally `…/v1/messages` (see ``ProviderBaseURL/anthropic(_:)``). System
+/// messages become the top-level `system` field; consecutive messages of one role are merged and a user message is put
+/// first when needed, as the API requires. Retries, timeouts and error mapping are described on ``Configuration``.
+/// Errors are ``LLMError``; cancellation throws `CancellationError`.
 public struct AnthropicModel: LanguageModel, CustomReflectable {
     /// The settings this model was made with (the key cannot be read back).
     public let configuration: Configuration
@@ -103,7 +103,8 @@ public struct AnthropicModel: LanguageModel, CustomReflectable {
         var ids = page.ids
         var pages = 1
         while page.has_more == true, let last = page.last_id, !last.isEmpty, pages < Self.maxModelListPages {
-            let next = appendingQueryItem(first, "after_id=" + (last.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? last))
+            let next = appendingQueryItem(
+                first, "after_id=" + (last.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? last))
             page = try await caller.transport.modelListPage(at: next)
             ids += page.ids
             pages += 1

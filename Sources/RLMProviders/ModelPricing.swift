@@ -85,10 +85,8 @@ public struct ModelPricing: Sendable, Hashable {
     }()
 
     /// The bytes of `Resources/prices.json`.
-    static func bundledTable() -> Data? {
-        guard let url = Bundle.module.url(forResource: "prices", withExtension: "json") else { return nil }
-        return try? Data(contentsOf: url)
-    }
+    /// The table is compiled into the binary (`.embedInCode`), so an installed `rlm` needs no resource bundle.
+    static func bundledTable() -> Data? { Data(PackageResources.prices_json) }
 
     /// The price of a model.
     /// - Parameter model: the model name as the server reports it.
@@ -109,10 +107,10 @@ public struct ModelPricing: Sendable, Hashable {
         return match.flatMap { index[$0] }
     }
 
-    /// Whether `rest` after `prefix` names a snapshot or variant of the same model rather than a later version: after
-    /// a prefix ending in a digit, a further digit (`gpt-4` → `gpt-40`) or a short number segment (`claude-opus-4` →
-    /// `-6`, `gpt-5` → `-4` from `gpt-5.4`) is a different model; a date (`-20250514`, `-2024-07-18`) and the `-0`
-    /// alias are the same one.
+    /// Whether `rest` after `prefix` names a snapshot or variant of the same model rather than a later version.
+    /// After a prefix ending in a digit, a further digit (`gpt-4` → `gpt-40`) or a short number segment
+    /// (`claude-opus-4` → `-6`, `gpt-5` → `-4` from `gpt-5.4`) is a different model; a date (`-20250514`,
+    /// `-2024-07-18`) and the `-0` alias are the same one.
     private static func extends(_ prefix: String, with rest: Substring) -> Bool {
         guard let last = prefix.last, last.isASCII, last.isNumber, let first = rest.first else { return true }
         if first.isASCII && first.isNumber { return false }
@@ -160,14 +158,16 @@ public struct ModelPricing: Sendable, Hashable {
             throw invalid("is not valid JSON (\(decodingProblem(error)))")
         }
         guard case .object(let object) = root else {
-            throw invalid(#"must be a JSON object like {"version": 1, "models": {"gpt-4o": {"input": 2.5, "output": 10}}}"#)
+            throw invalid(
+                #"must be a JSON object like {"version": 1, "models": {"gpt-4o": {"input": 2.5, "output": 10}}}"#)
         }
         let isVersioned = object["version"] != nil || object["models"] != nil
         guard isVersioned else { return ModelPricing(try entries(object, at: "")) }
 
         for key in object.keys.sorted() where !key.hasPrefix("_") {
             guard ["version", "as_of", "currency", "unit", "models"].contains(key) else {
-                throw invalid(#"has an unknown key "\#(key)" (expected "version", "as_of", "currency", "unit", "models")"#)
+                throw invalid(
+                    #"has an unknown key "\#(key)" (expected "version", "as_of", "currency", "unit", "models")"#)
             }
         }
         if let version = object["version"] {
@@ -189,7 +189,8 @@ public struct ModelPricing: Sendable, Hashable {
         }
         guard let models = object["models"] else { throw invalid(#"has "version" but no "models""#) }
         guard case .object(let table) = models else {
-            throw invalid(#""models" must be an object of model name → {"input": …, "output": …}, not \#(describe(models))"#)
+            throw invalid(
+                #""models" must be an object of model name → {"input", "output"}, not \#(describe(models))"#)
         }
         return ModelPricing(try entries(table, at: "models."))
     }
@@ -214,7 +215,8 @@ public struct ModelPricing: Sendable, Hashable {
                 switch value {
                 case .int(let int): number = Double(int)
                 case .double(let double): number = double
-                default: throw invalid(#"\#(key).\#(field) must be a number (USD per 1M tokens), not \#(describe(value))"#)
+                default:
+                    throw invalid(#"\#(key).\#(field) must be a number (USD per 1M tokens), not \#(describe(value))"#)
                 }
                 guard number.isFinite, number >= 0 else {
                     throw invalid(#"\#(key).\#(field) must be zero or more, not \#(number)"#)

@@ -6,8 +6,8 @@ import RLM
 /// A ``LanguageModel`` over an OpenAI-compatible chat completions endpoint: OpenAI itself, llama.cpp's server,
 /// vLLM, Ollama's `/v1`, and gateways that speak the same format.
 ///
-/// Calls `POST {API root}/chat/completions` (see ``ProviderBaseURL/openAI(_:)``), with retries, timeouts and error mapping as described on
-/// ``Configuration``. Errors are ``LLMError``; cancellation throws `CancellationError`.
+/// Calls `POST {API root}/chat/completions` (see ``ProviderBaseURL/openAI(_:)``), with retries, timeouts and error
+/// mapping as described on ``Configuration``. Errors are ``LLMError``; cancellation throws `CancellationError`.
 ///
 /// ```swift
 /// let model = OpenAIChatModel(

@@ -104,7 +104,6 @@ enum HTTPDate {
     }
 }
 
-
 extension String {
     var trimmed: String { trimmingCharacters(in: .whitespacesAndNewlines) }
 }

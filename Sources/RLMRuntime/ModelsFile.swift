@@ -71,6 +71,9 @@ public struct ModelsFile: Sendable, Hashable {
                 throw fail("model names must be 1–200 characters on one line")
             }
             guard let object = value as? [String: Any] else { throw fail("'\(name)' must be an object") }
+            if object["key"] != nil || object["api_key"] != nil {
+                throw fail("'\(name)': keys do not belong in a file; name the variable with \"key_env\"")
+            }
             let known: Set = ["provider", "base_url", "model", "key_env", "context_window", "price"]
             if let unknown = object.keys.sorted().first(where: { !known.contains($0) }) {
                 throw fail("'\(name)': unknown field '\(unknown)' (known: \(known.sorted().joined(separator: ", ")))")
@@ -86,10 +89,6 @@ public struct ModelsFile: Sendable, Hashable {
                     throw fail("'\(name)': \"\(key)\" must be a non-empty string")
                 }
                 return text
-            }
-            if let key = object["key"] ?? object["api_key"] {
-                _ = key
-                throw fail("'\(name)': keys do not belong in a file; name the variable with \"key_env\"")
             }
             var entry = Entry(
                 name: name, provider: provider, baseURL: try string("base_url"), model: try string("model") ?? name,
@@ -118,4 +117,3 @@ public struct ModelsFile: Sendable, Hashable {
         return ModelsFile(entries: entries)
     }
 }
-

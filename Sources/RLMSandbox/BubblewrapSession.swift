@@ -1,7 +1,7 @@
 import Foundation
-import RLM
 import Glibc
 import Logging
+import RLM
 import Synchronization
 
 /// One running bubblewrap sandbox with its worker.

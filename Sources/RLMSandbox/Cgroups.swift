@@ -1,6 +1,6 @@
 import Foundation
-import RLM
 import Glibc
+import RLM
 
 /// A sandbox's own cgroup v1 memory and pids groups: the kernel enforces the limits on every process inside, and the
 /// host can find and kill every one of them.

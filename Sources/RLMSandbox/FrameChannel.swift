@@ -1,7 +1,7 @@
 import Dispatch
 import Foundation
-import RLM
 import Glibc
+import RLM
 
 /// Why a frame could not be read or written.
 enum ChannelFailure: Error, Sendable, Equatable {

@@ -1,7 +1,7 @@
 import Foundation
-import RLM
 import Glibc
 import Logging
+import RLM
 import Synchronization
 
 /// The process backend: each session is a Python worker inside bubblewrap, run as an unprivileged uid in fresh

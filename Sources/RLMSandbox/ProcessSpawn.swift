@@ -1,8 +1,8 @@
 import CRLMSystem
 import Dispatch
 import Foundation
-import RLM
 import Glibc
+import RLM
 import Synchronization
 
 /// A child process with pipes on its stdin, stdout and stderr, killed and reaped exactly once.

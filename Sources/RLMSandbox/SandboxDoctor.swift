@@ -1,7 +1,7 @@
 import CRLMSystem
 import Foundation
-import RLM
 import Glibc
+import RLM
 
 /// Checks which isolation features this machine offers and which a real sandbox has in force, by starting one and
 /// looking from the inside.

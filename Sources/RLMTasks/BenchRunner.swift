@@ -300,4 +300,3 @@ public struct BaselinePrompt: Sendable {
 
     static func tokens(_ text: String) -> Int { (text.utf8.count + 2) / 3 }
 }
-

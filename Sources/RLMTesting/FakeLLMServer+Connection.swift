@@ -98,12 +98,13 @@ extension FakeLLMServer {
     ) async throws -> AfterResponse {
         let path = String(head.uri.split(separator: "?", maxSplits: 1).first ?? "")
         let format: WireFormat
+        // Gateways mount the API under a prefix (OpenRouter's `/api/v1`): the route is the path's last segments.
         switch (head.method, path) {
-        case (.POST, "/v1/chat/completions"), (.POST, "/chat/completions"):
+        case (.POST, _) where path.hasSuffix("/chat/completions"):
             format = .openAI
-        case (.POST, "/v1/messages"), (.POST, "/messages"):
+        case (.POST, _) where path.hasSuffix("/messages"):
             format = .anthropic
-        case (.GET, "/v1/models"), (.GET, "/models"):
+        case (.GET, _) where path.hasSuffix("/models"):
             return try await listModels(head: head, path: path, writer: writer)
         case (.GET, "/health"):
             return try await writer.json(status: 200, #"{"status":"ok"}"#)
@@ -188,6 +189,12 @@ extension FakeLLMServer {
         if let expected = configuration.expectedAPIKey, let refusal = authRefusal(request, expected: expected) {
             return try await writer.json(status: 401, refusal)
         }
+        if let reply = configuration.modelListReply {
+            let pause = configuration.latency + reply.delay
+            if pause > .zero { try await Task.sleep(for: pause) }
+            let renderer = WireRenderer(request: request, model: configuration.defaultModel, writer: writer)
+            return try await renderer.render(reply)
+        }
         if configuration.latency > .zero { try await Task.sleep(for: configuration.latency) }
         let ids = configuration.modelIDs ?? [configuration.defaultModel]
         let body: [String: Any]
@@ -198,16 +205,34 @@ extension FakeLLMServer {
                 "data": ids.map { ["id": $0, "object": "model", "created": 1_700_000_000, "owned_by": "fake"] },
             ]
         case .anthropic:
+            // Anthropic pages its list: `limit` ids after `after_id`, and says whether more follow.
+            let query = Self.query(of: head.uri)
+            let asked = min(max(query["limit"].flatMap { Int($0) } ?? 20, 1), 1000)
+            let limit = max(min(asked, configuration.modelListPageSize), 1)
+            var start = 0
+            if let after = query["after_id"], let position = ids.firstIndex(of: after) { start = position + 1 }
+            let page = Array(ids[min(start, ids.count)...].prefix(limit))
             body = [
-                "data": ids.map {
+                "data": page.map {
                     ["type": "model", "id": $0, "display_name": $0, "created_at": "2025-01-01T00:00:00Z"]
                 },
-                "has_more": false,
-                "first_id": ids.first.map { $0 as Any } ?? NSNull(),
-                "last_id": ids.last.map { $0 as Any } ?? NSNull(),
+                "has_more": start + page.count < ids.count,
+                "first_id": page.first.map { $0 as Any } ?? NSNull(),
+                "last_id": page.last.map { $0 as Any } ?? NSNull(),
             ]
         }
         return try await writer.json(status: 200, FakeJSON.string(body))
+    }
+
+    /// The query parameters of a request URI, percent-decoded.
+    private static func query(of uri: String) -> [String: String] {
+        guard let mark = uri.firstIndex(of: "?") else { return [:] }
+        var result: [String: String] = [:]
+        for pair in uri[uri.index(after: mark)...].split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1).map { String($0).removingPercentEncoding ?? "" }
+            if let name = parts.first { result[name] = parts.count > 1 ? parts[1] : "" }
+        }
+        return result
     }
 
     /// The 401 body for a request whose key is missing or wrong, in the real APIs' words; `nil` when it is right.

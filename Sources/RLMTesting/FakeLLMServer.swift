@@ -45,6 +45,11 @@ public final class FakeLLMServer: Sendable {
         public var defaultModel: String
         /// The model ids `GET /v1/models` lists, in order; `nil` (the default) lists ``defaultModel`` alone.
         public var modelIDs: [String]?
+        /// When set, `GET /v1/models` answers with this instead of the list: a `.raw` body, an `.error`, `.stall`…
+        public var modelListReply: Reply?
+        /// The most ids one Anthropic-style list page holds, whatever the request's `limit` asks (default 1000, the
+        /// real API's largest page). Set it lower to make a client follow pages (`has_more`, `after_id`).
+        public var modelListPageSize: Int
         /// When set, OpenAI-format completions whose request asks for it (`"usage": {"include": true}`) report this
         /// cost in USD as `usage.cost`, in the whole reply or the final usage chunk, as OpenRouter does.
         public var reportedCostUSD: Double?
@@ -74,6 +79,8 @@ public final class FakeLLMServer: Sendable {
             self.maxRequestBodyBytes = 64 << 20
             self.defaultModel = "fake-model"
             self.modelIDs = modelIDs
+            self.modelListReply = nil
+            self.modelListPageSize = 1000
             self.reportedCostUSD = reportedCostUSD
         }
     }

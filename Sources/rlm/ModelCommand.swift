@@ -1,8 +1,8 @@
 import ArgumentParser
 import Dispatch
 import Foundation
-import RLM
 import Logging
+import RLM
 import RLMLocal
 import Synchronization
 

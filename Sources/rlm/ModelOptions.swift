@@ -19,10 +19,14 @@ struct ModelOptions: ParsableArguments {
                 """))
     var provider: ProviderKind?
 
-    @Option(help: "API base URL, with or without /v1 (default: OPENAI_BASE_URL / ANTHROPIC_BASE_URL, else the provider's).")
+    @Option(
+        help: "API base URL, with or without /v1 (default: OPENAI_BASE_URL / ANTHROPIC_BASE_URL, else the provider's).")
     var baseURL: String?
 
-    @Option(help: "Root model name (default: gpt-4o-mini on OpenAI; the server's only model on other OpenAI-compatible servers).")
+    @Option(
+        help:
+            "Root model name (default: gpt-4o-mini on OpenAI; the server's only model on other OpenAI-compatible servers)."
+    )
     var model: String?
 
     @Option(help: "Model for llm_query sub-calls without model= (default: the root model).")
@@ -31,7 +35,10 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Another model code may name with model= (repeatable).")
     var allowModel: [String] = []
 
-    @Option(help: "A JSON file placing models on other providers: {\"models\": {NAME: {provider, base_url, model, key_env, price}}}.")
+    @Option(
+        help:
+            "A JSON file placing models on other providers: {\"models\": {NAME: {provider, base_url, model, key_env, price}}}."
+    )
     var models: String?
 
     @Option(help: "The model's context window in tokens (for servers that do not say).")
@@ -40,7 +47,10 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Read keys from this .env file (opt-in).")
     var envFile: String?
 
-    @Option(help: "A JSON price table merged over the bundled one: {\"model\": {\"input\": USD per 1M, \"output\": USD per 1M}}.")
+    @Option(
+        help:
+            "A JSON price table merged over the bundled one: {\"model\": {\"input\": USD per 1M, \"output\": USD per 1M}}."
+    )
     var prices: String?
 
     @Option(help: "Local model for --provider local.")

@@ -39,6 +39,11 @@ struct RunCommand: AsyncParsableCommand {
     @Flag(help: "Print one JSON object: status, answer, iterations, usage, trajectory (or error).")
     var json = false
 
+    @Flag(
+        help: "Print the answer's bytes as they are, control characters included (default: made visible on a terminal)."
+    )
+    var raw = false
+
     @Argument(help: "The question.")
     var query: String
 
@@ -49,6 +54,7 @@ struct RunCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        rawTerminalOutput = raw
         let environment = ProcessInfo.processInfo.environment
         let runtime = RLMRuntime(
             options: modelOptions.runtimeOptions(
@@ -136,5 +142,6 @@ func writeJSON(_ object: [String: Any]) {
         let data = try? JSONSerialization.data(
             withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
     else { return }
-    writeOut(String(decoding: data, as: UTF8.self) + "\n")
+    // Exact and escaped: JSON's own escapes for C0, and C1 escaped too, whatever stdout is.
+    FileHandle.standardOutput.write(Data((TerminalText.escapeJSON(String(decoding: data, as: UTF8.self)) + "\n").utf8))
 }

@@ -26,6 +26,10 @@ struct SandboxOptions: ParsableArguments {
     @Option(help: "Python interpreter inside the sandbox (a venv works; not under /root).")
     var python: String = "/usr/bin/python3"
 
+    @Flag(
+        help: "Print the program's output bytes as they are (default: control characters made visible on a terminal).")
+    var raw = false
+
     func validate() throws {
         guard memory >= 32 else { throw ValidationError("--memory must be at least 32 (MB)") }
     }
@@ -68,6 +72,7 @@ struct SandboxExec: AsyncParsableCommand {
     }
 
     func run() async throws {
+        rawTerminalOutput = options.raw
         let code: String
         do {
             code = try readSource(file)
@@ -104,12 +109,10 @@ struct SandboxExec: AsyncParsableCommand {
                 "timed_out": result.timedOut,
                 "duration_ms": (result.durationMilliseconds * 1000).rounded() / 1000,
             ]
-            let data = try JSONSerialization.data(
-                withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
-            writeOut(String(decoding: data, as: UTF8.self) + "\n")
+            writeJSON(object)
         } else {
             writeOut(result.stdout)
-            FileHandle.standardError.write(Data(stderr.utf8))
+            writeErr(stderr)
         }
         let status = Self.exitStatus(result)
         if status != 0 { throw ExitCode(status) }

@@ -24,6 +24,7 @@ struct SandboxREPL: AsyncParsableCommand {
     var timeout: Double = 60
 
     func run() async throws {
+        rawTerminalOutput = options.raw
         let sandbox: ProcessSandbox
         do {
             sandbox = try options.makeSandbox(timeout: timeout)
@@ -61,7 +62,7 @@ struct SandboxREPL: AsyncParsableCommand {
                 if let error = result.error {
                     stderr += error.traceback.isEmpty ? "\(error.type): \(error.message)\n" : error.traceback
                 }
-                FileHandle.standardError.write(Data(stderr.utf8))
+                writeErr(stderr)
                 if let final = result.finalAnswer { writeOut("FINAL: \(final)\n") }
                 if result.stateLost {
                     printError("rlm: the sandbox was killed, so its state is lost; starting a fresh one")

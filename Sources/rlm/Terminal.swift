@@ -2,14 +2,86 @@ import Foundation
 import RLM
 import Synchronization
 
-/// Prints to stderr.
+/// Whether untrusted text may reach the terminal as it is. `--raw` sets it for users who want the bytes; by default
+/// every control character in text bound for a terminal is made visible (see ``TerminalText``).
+nonisolated(unsafe) var rawTerminalOutput = false
+
+/// Prints a line to stderr. Messages carry untrusted pieces (a file name, a worker's error, a provider's reply), so on
+/// a terminal their control characters are made visible.
 func printError(_ message: String) {
-    FileHandle.standardError.write(Data((message.hasSuffix("\n") ? message : message + "\n").utf8))
+    let line = message.hasSuffix("\n") ? message : message + "\n"
+    writeUntrusted(line, to: FileHandle.standardError, isTerminal: StatusLine.isTerminal)
 }
 
-/// Writes text to stdout without adding anything.
+/// Writes text to stdout without adding anything; on a terminal its control characters are made visible unless the
+/// user asked for `--raw`.
 func writeOut(_ text: String) {
-    FileHandle.standardOutput.write(Data(text.utf8))
+    writeUntrusted(text, to: FileHandle.standardOutput, isTerminal: TerminalText.stdoutIsTerminal)
+}
+
+/// Writes sandbox output to stderr, neutralised on a terminal like everything else.
+func writeErr(_ text: String) {
+    writeUntrusted(text, to: FileHandle.standardError, isTerminal: StatusLine.isTerminal)
+}
+
+private func writeUntrusted(_ text: String, to handle: FileHandle, isTerminal: Bool) {
+    let safe = isTerminal && !rawTerminalOutput ? TerminalText.neutralize(text) : text
+    handle.write(Data(safe.utf8))
+}
+
+/// Model- and worker-written text meets the user's terminal only through here: a final answer holding
+/// `ESC ] 52 ; c ; …` would write the clipboard, `ESC [ 2 J` would clear the screen, a title sequence would retitle
+/// the window, a bare carriage return would overwrite the line before it. Every C0 control but newline and tab, DEL,
+/// and every C1 control (U+0080–U+009F, which some terminals obey as 8-bit controls) is shown as a visible escape
+/// (`\x1b`, `\r`, `\u009b`) instead.
+enum TerminalText {
+    /// Whether stdout is a terminal.
+    static let stdoutIsTerminal = isatty(1) != 0
+
+    /// The text with every control character but `\n` and `\t` replaced by a visible escape.
+    static func neutralize(_ text: String) -> String {
+        guard text.unicodeScalars.contains(where: isControl) else { return text }
+        var result = String.UnicodeScalarView()
+        for scalar in text.unicodeScalars {
+            guard isControl(scalar) else {
+                result.append(scalar)
+                continue
+            }
+            let escaped: String
+            switch scalar.value {
+            case 0x0D: escaped = "\\r"
+            case 0x00..<0x80: escaped = String(format: "\\x%02x", scalar.value)
+            default: escaped = String(format: "\\u%04x", scalar.value)
+            }
+            result.append(contentsOf: escaped.unicodeScalars)
+        }
+        return String(result)
+    }
+
+    /// JSON text with every C1 control and DEL written as a `\u` escape: the same JSON value, and no byte a
+    /// terminal could obey (JSONSerialization already escapes C0).
+    static func escapeJSON(_ json: String) -> String {
+        guard json.unicodeScalars.contains(where: { $0.value == 0x7F || (0x80...0x9F).contains($0.value) }) else {
+            return json
+        }
+        var result = String.UnicodeScalarView()
+        for scalar in json.unicodeScalars {
+            if scalar.value == 0x7F || (0x80...0x9F).contains(scalar.value) {
+                result.append(contentsOf: String(format: "\\u%04x", scalar.value).unicodeScalars)
+            } else {
+                result.append(scalar)
+            }
+        }
+        return String(result)
+    }
+
+    private static func isControl(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar.value {
+        case 0x0A, 0x09: return false
+        case 0x00..<0x20, 0x7F, 0x80...0x9F: return true
+        default: return false
+        }
+    }
 }
 
 /// The CLI's one self-overwriting status line on stderr: shown only when stderr is a terminal, so pipes and logs stay
@@ -29,7 +101,11 @@ final class StatusLine: Sendable {
 
     /// Ends the line: `keep` leaves the last status visible (and moves on), otherwise it is erased.
     func finish(keep: Bool = false) {
-        guard Self.isTerminal, shown.withLock({ shown in defer { shown = false }; return shown }) else { return }
+        guard Self.isTerminal,
+            shown.withLock({ shown in
+                defer { shown = false }; return shown
+            })
+        else { return }
         FileHandle.standardError.write(Data((keep ? "\n" : "\r\u{1B}[2K").utf8))
     }
 

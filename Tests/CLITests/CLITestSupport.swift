@@ -32,8 +32,16 @@ struct CLIResult {
 func runRLM(_ arguments: [String], environment: [String: String] = [:], stdin: String? = nil) async throws
     -> CLIResult
 {
+    try await runProgram(try rlmBinary(), arguments, environment: environment, stdin: stdin)
+}
+
+/// Runs `executable` with `arguments` and exactly `environment` (plus PATH, HOME and XDG_STATE_HOME in a scratch
+/// directory).
+func runProgram(
+    _ executable: String, _ arguments: [String], environment: [String: String] = [:], stdin: String? = nil
+) async throws -> CLIResult {
     let process = Process()
-    process.executableURL = URL(fileURLWithPath: try rlmBinary())
+    process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
     let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("rlm-cli-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)

@@ -76,7 +76,7 @@ struct CLITests {
             scriptedHandler(steps: steps) { prompt in "\(prompt.components(separatedBy: " ERROR ").count - 1)" }
         ) { server in
             let result = try await runRLM(
-                ["run", "--base-url", server.openAIBaseURL, "--context", context, "--json", "q"],
+                ["run", "--base-url", server.openAIBaseURL, "--model", "m", "--context", context, "--json", "q"],
                 environment: ["OPENAI_API_KEY": "sk-x"])
             #expect(result.status == 0, "\(result.stderr)")
             let parts = (Self.log.count + 1999) / 2000
@@ -144,7 +144,8 @@ struct CLITests {
         ]
         try await FakeLLMServer.withServer(.scripted(replies)) { server in
             let result = try await runRLM(
-                ["run", "--base-url", server.openAIBaseURL, "q"], environment: ["OPENAI_API_KEY": "sk-x"])
+                ["run", "--base-url", server.openAIBaseURL, "--model", "m", "q"],
+                environment: ["OPENAI_API_KEY": "sk-x"])
             #expect(result.status == 0, "\(result.stderr)")
             #expect(result.stdout == "ok\n")
             #expect(await server.requests.count == 3)

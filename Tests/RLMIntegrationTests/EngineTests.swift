@@ -1,7 +1,7 @@
 import Foundation
 import RLM
-import RLMTesting
 import RLMSandbox
+import RLMTesting
 import Testing
 
 @testable import RLM

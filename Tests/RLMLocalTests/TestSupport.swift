@@ -1,5 +1,6 @@
 import Foundation
 import RLMLocal
+import Synchronization
 
 /// A fresh directory under the system temp dir, removed by `remove()`.
 struct TemporaryDirectory {
@@ -110,7 +111,7 @@ struct FakeWheels {
 }
 
 /// Copies wheels out of a local folder, counting calls; can fail or hang at a chosen part.
-final class FolderFetcher: WheelFetcher, @unchecked Sendable {
+final class FolderFetcher: WheelFetcher {
     enum Behavior: Sendable {
         case normal
         case fail(atPart: Int)
@@ -119,18 +120,17 @@ final class FolderFetcher: WheelFetcher, @unchecked Sendable {
 
     private let source: URL
     private let behavior: Behavior
-    private let lock = NSLock()
-    private var calls = 0
+    private let calls = Mutex(0)
 
     init(source: URL, behavior: Behavior = .normal) {
         self.source = source
         self.behavior = behavior
     }
 
-    var fetchCount: Int { lock.withLock { calls } }
+    var fetchCount: Int { calls.withLock { $0 } }
 
     func fetch(_ part: WheelPart, into directory: URL) async throws -> URL {
-        let call = lock.withLock {
+        let call = calls.withLock { calls in
             calls += 1
             return calls
         }

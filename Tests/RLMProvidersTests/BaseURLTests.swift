@@ -70,7 +70,9 @@ struct BaseURLTests {
         #expect(AnthropicModel.Configuration(baseURL: typed).endpoint == endpoint)
     }
 
-    @Test(arguments: ["https://api.anthropic.com", "https://api.anthropic.com/v1/", "https://api.anthropic.com/v1/messages"])
+    @Test(arguments: [
+        "https://api.anthropic.com", "https://api.anthropic.com/v1/", "https://api.anthropic.com/v1/messages",
+    ])
     func anthropicModelsEndpoint(_ typed: String) {
         #expect(AnthropicModel.Configuration(baseURL: typed).modelsEndpoint == "https://api.anthropic.com/v1/models")
     }

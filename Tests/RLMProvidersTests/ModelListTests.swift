@@ -134,35 +134,34 @@ struct ModelListTests {
         #"{"data": 3}"#,
     ])
     func aBodyThatIsNotAModelListIsAnInvalidResponse(_ body: String) async throws {
-        // The fake's own /v1/models always answers well; an HTTP server that does not stands in for a wrong URL.
-        try await withRawServer(body: body) { port in
-            let error = await llmError {
-                try await OpenAIChatModel(configuration: .init(baseURL: "http://127.0.0.1:\(port)")).listModels()
-            }
+        var configuration = FakeLLMServer.Configuration()
+        configuration.modelListReply = .raw(status: 200, headers: [("content-type", "application/json")], body: body)
+        try await FakeLLMServer.withServer(configuration: configuration, .always(.text("unused"))) {
+            server async throws in
+            let error = await llmError { try await openAIModel(server).listModels() }
             #expect(error?.kind == .invalidResponse, "\(error?.message ?? "")")
         }
     }
 
-    @Test func anthropicFollowsPages() async throws {
-        let pages = [
-            #"{"data":[{"id":"a"},{"id":"b"}],"has_more":true,"first_id":"a","last_id":"b"}"#,
-            #"{"data":[{"id":"c"}],"has_more":false,"first_id":"c","last_id":"c"}"#,
-        ]
-        try await withRawServer(bodies: pages) { port in
-            let model = AnthropicModel(configuration: .init(baseURL: "http://127.0.0.1:\(port)", apiKey: "k"))
-            #expect(try await model.listModels() == ["a", "b", "c"])
+    @Test func aServerErrorIsRetriedLikeACompletion() async throws {
+        var configuration = FakeLLMServer.Configuration()
+        configuration.modelListReply = .serverError
+        try await FakeLLMServer.withServer(configuration: configuration, .always(.text("unused"))) {
+            server async throws in
+            let error = await llmError { try await openAIModel(server).listModels() }
+            #expect(error?.kind == .server)
+            #expect(await server.requests.count == fastRetry.maxAttempts)
         }
     }
 
-    /// Runs `body` with a FakeLLMServer-independent server that answers every GET with the next of `bodies` (the last
-    /// one repeated) as JSON, so tests can send shapes the fake never does. Built on FakeLLMServer's `/health`-free
-    /// path: a `.raw` reply for POSTs is not enough, since model lists are GETs.
-    private func withRawServer(
-        body: String? = nil,
-        bodies: [String] = [],
-        _ test: (Int) async throws -> Void
-    ) async throws {
-        let all = body.map { [$0] } ?? bodies
-        try await RawHTTPServer.with(bodies: all, test)
+    @Test func anthropicFollowsPages() async throws {
+        let ids = (1...45).map { "claude-\($0)" }
+        var configuration = FakeLLMServer.Configuration(modelIDs: ids)
+        configuration.modelListPageSize = 20
+        try await FakeLLMServer.withServer(configuration: configuration, .always(.text("unused"))) {
+            server async throws in
+            #expect(try await anthropicModel(server).listModels() == ids)
+            #expect(await server.requests.count == 3, "20 + 20 + 5")
+        }
     }
 }

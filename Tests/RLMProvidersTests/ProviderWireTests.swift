@@ -119,13 +119,14 @@ struct ProviderWireTests {
         }
     }
 
-    @Test func openAIAcceptsABaseURLWithATrailingSlashAndThePathWithoutV1() async throws {
+    /// A bare host gets `/v1` (see ``BaseURLTests`` for every shape).
+    @Test func openAIAcceptsABaseURLWithATrailingSlashAndWithoutV1() async throws {
         try await FakeLLMServer.withServer(.always(.text("ok"))) { server async throws in
             let slashed = openAIModel(server) { $0.baseURL = server.openAIBaseURL + "/" }
             #expect(try await slashed.complete(CompletionRequest(messages: [.user("a")])).text == "ok")
             let bare = openAIModel(server) { $0.baseURL = server.anthropicBaseURL }
             #expect(try await bare.complete(CompletionRequest(messages: [.user("a")])).text == "ok")
-            #expect(await server.requests.map(\.path) == ["/v1/chat/completions", "/chat/completions"])
+            #expect(await server.requests.map(\.path) == ["/v1/chat/completions", "/v1/chat/completions"])
         }
     }
 

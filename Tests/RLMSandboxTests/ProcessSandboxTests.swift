@@ -1,6 +1,6 @@
 import Foundation
-import RLM
 import Glibc
+import RLM
 import Testing
 
 @testable import RLMSandbox

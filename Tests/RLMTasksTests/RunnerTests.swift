@@ -1,8 +1,8 @@
 import Foundation
 import RLM
-import RLMTesting
 import RLMSandbox
 import RLMTasks
+import RLMTesting
 import Synchronization
 import Testing
 
