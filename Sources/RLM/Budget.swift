@@ -21,13 +21,19 @@ public struct Budget: Sendable, Hashable {
     public var maxSubcalls: Int?
     /// Iterations in a row whose code raised; a run stuck on errors stops.
     public var maxConsecutiveErrors: Int?
+    /// Sandboxes alive at once in the run: the root's plus its children's (`rlm_query`). A child beyond the cap waits
+    /// for a free slot (up to the cell timeout, then its `rlm_query` returns an error string), so fan-out through
+    /// threads or recursion cannot multiply the memory the run holds.
+    public var maxLiveSandboxes: Int
 
-    /// Defaults: 20 iterations, depth 1, 10 consecutive errors, nothing else limited.
+    /// Defaults: 20 iterations, depth 1, 10 consecutive errors, 5 live sandboxes (the root's and 4 children's),
+    /// nothing else limited.
     public init(
         maxIterations: Int = 20, maxDepth: Int = 1, maxTokens: Int? = nil, maxInputTokens: Int? = nil,
         maxOutputTokens: Int? = nil, maxCostUSD: Double? = nil, maxWallTime: Duration? = nil, maxSubcalls: Int? = nil,
-        maxConsecutiveErrors: Int? = 10
+        maxConsecutiveErrors: Int? = 10, maxLiveSandboxes: Int = 5
     ) {
+        self.maxLiveSandboxes = max(1, maxLiveSandboxes)
         self.maxIterations = maxIterations
         self.maxDepth = maxDepth
         self.maxTokens = maxTokens
@@ -110,6 +116,118 @@ actor BudgetTracker {
         }
     }
 
+    /// What a call may spend before it is sent: its estimated prompt and the most it may generate, in tokens and
+    /// in cost. Held until the call ends, so concurrent calls cannot together pass a limit.
+    struct Reservation: Sendable {
+        var inputTokens: Int
+        var outputTokens: Int
+        var cost: Double
+        var totalTokens: Int { inputTokens + outputTokens }
+    }
+
+    /// Tokens and cost reserved by calls in flight.
+    private(set) var reserved = Reservation(inputTokens: 0, outputTokens: 0, cost: 0)
+
+    /// The most output tokens a call with `promptTokens` may be allowed, given what is spent and reserved; `nil` when
+    /// no token limit applies.
+    func outputAllowance(promptTokens: Int) -> Int? {
+        var allowance: Int?
+        func limit(_ value: Int) { allowance = min(allowance ?? value, value) }
+        if let max = budget.maxTokens {
+            limit(max - usage.tokens.totalTokens - reserved.totalTokens - promptTokens)
+        }
+        if let max = budget.maxOutputTokens { limit(max - usage.tokens.outputTokens - reserved.outputTokens) }
+        return allowance
+    }
+
+    /// Reserves a call's share of the budget before it is sent.
+    /// - Returns: `nil` when reserved, or the limit the call would cross and why (it is then not sent).
+    func reserve(_ reservation: Reservation) -> BudgetExhausted? {
+        if let exhausted { return exhausted }
+        if let refusal = refusal(for: reservation) { return refusal }
+        reserved.inputTokens += reservation.inputTokens
+        reserved.outputTokens += reservation.outputTokens
+        reserved.cost += reservation.cost
+        return nil
+    }
+
+    private func refusal(for reservation: Reservation) -> BudgetExhausted? {
+        func refuse(_ limit: BudgetLimit, _ message: String) -> BudgetExhausted {
+            BudgetExhausted(limit: limit, message: message)
+        }
+        if let max = budget.maxTokens,
+            usage.tokens.totalTokens + reserved.totalTokens + reservation.totalTokens > max
+        {
+            let left = max - usage.tokens.totalTokens - reserved.totalTokens
+            return refuse(
+                .tokens,
+                "this call needs about \(reservation.totalTokens) tokens (prompt and reply) and the run's token "
+                    + "budget has \(Swift.max(0, left)) left")
+        }
+        if let max = budget.maxInputTokens,
+            usage.tokens.inputTokens + reserved.inputTokens + reservation.inputTokens > max
+        {
+            return refuse(
+                .inputTokens,
+                "this prompt is about \(reservation.inputTokens) tokens and the run's input-token budget has "
+                    + "\(Swift.max(0, max - usage.tokens.inputTokens - reserved.inputTokens)) left")
+        }
+        if let max = budget.maxCostUSD, usage.costUSD + reserved.cost + reservation.cost > max {
+            return refuse(
+                .cost,
+                String(
+                    format: "this call may cost up to $%.4f and the run's cost budget has $%.4f left",
+                    reservation.cost, Swift.max(0, max - usage.costUSD - reserved.cost)))
+        }
+        return nil
+    }
+
+    /// Ends a reservation; the call's real usage is recorded with ``record(_:cost:isSubcall:)``.
+    func release(_ reservation: Reservation) {
+        reserved.inputTokens -= reservation.inputTokens
+        reserved.outputTokens -= reservation.outputTokens
+        reserved.cost -= reservation.cost
+    }
+
+    /// Child sandboxes alive now, and children waiting for a slot.
+    private var liveChildren = 0
+    private var slotWaiters: [(id: UInt64, continuation: CheckedContinuation<Bool, Never>)] = []
+    private var nextWaiter: UInt64 = 0
+
+    /// Takes a slot for a child RLM's sandbox, waiting up to `timeout` for one to free up.
+    /// - Returns: whether a slot was taken (then call ``releaseChildSlot()`` when the child is closed).
+    func acquireChildSlot(timeout: Duration) async -> Bool {
+        if liveChildren < budget.maxLiveSandboxes - 1 {
+            liveChildren += 1
+            return true
+        }
+        let id = nextWaiter
+        nextWaiter += 1
+        let timer = Task { [weak self] in
+            try? await Task.sleep(for: timeout)
+            await self?.expireWaiter(id)
+        }
+        let granted = await withCheckedContinuation { continuation in
+            slotWaiters.append((id, continuation))
+        }
+        timer.cancel()
+        return granted
+    }
+
+    /// Gives a child's slot back, to the longest waiter if there is one.
+    func releaseChildSlot() {
+        if slotWaiters.isEmpty {
+            liveChildren -= 1
+        } else {
+            slotWaiters.removeFirst().continuation.resume(returning: true)
+        }
+    }
+
+    private func expireWaiter(_ id: UInt64) {
+        guard let index = slotWaiters.firstIndex(where: { $0.id == id }) else { return }
+        slotWaiters.remove(at: index).continuation.resume(returning: false)
+    }
+
     /// Counts `count` sub-calls about to be made; throws when that would pass the limit.
     func beginSubcalls(_ count: Int) throws {
         try check()
@@ -137,9 +255,12 @@ actor BudgetTracker {
         return await withCheckedContinuation { waiters.append($0) }
     }
 
-    /// The run is over: wakes every waiter.
+    /// The run is over: wakes every waiter (children waiting for a sandbox slot get none).
     func finish() {
         finished = true
+        let slotWaiting = slotWaiters
+        slotWaiters = []
+        slotWaiting.forEach { $0.continuation.resume(returning: false) }
         let waiting = waiters
         waiters = []
         waiting.forEach { $0.resume(returning: exhausted) }

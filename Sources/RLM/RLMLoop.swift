@@ -209,11 +209,33 @@ actor RLMLoop {
                     "estimated_tokens": "\(fitted.reduce(0) { $0 + estimateTokens($1.content) })",
                     "last": cut(fitted.last?.content ?? "", 4000),
                 ])
+            // The call's tokens and cost are reserved before it is sent: one that would cross the budget ends the run
+            // instead of overshooting it.
+            let promptTokens = fitted.reduce(0) { $0 + estimateTokens($1.content) + 4 }
+            let reservation: BudgetTracker.Reservation
+            let maxOutput: Int?
+            switch await SubcallRouter.reserve(
+                promptTokens: promptTokens, model: configuration.rootModel, configuration: configuration,
+                tracker: tracker)
+            {
+            case .refused(let reason):
+                await tracker.trip(reason.limit, "the next model call was not sent: \(reason.message)")
+                throw await tracker.exhausted ?? reason
+            case .reserved(let granted, let cap):
+                reservation = granted
+                maxOutput = cap
+            }
             do {
-                let completion = try await configuration.rootModel.complete(
-                    CompletionRequest(
-                        messages: fitted, maxOutputTokens: configuration.maxOutputTokens,
-                        temperature: configuration.temperature))
+                let completion: Completion
+                do {
+                    completion = try await configuration.rootModel.complete(
+                        CompletionRequest(
+                            messages: fitted, maxOutputTokens: maxOutput, temperature: configuration.temperature))
+                } catch {
+                    await tracker.release(reservation)
+                    throw error
+                }
+                await tracker.release(reservation)
                 await tracker.record(completion.usage, cost: configuration.cost(of: completion), isSubcall: false)
                 await events.emit(
                     .modelResponse, depth: depth, iteration: iteration,

@@ -57,10 +57,24 @@ struct SubcallRouter: SubcallHandler {
                 let model = name == nil ? configuration.subcallModel : childConfiguration.rootModel
                 return .text(try await query(text, model: model))
             }
+            // Every child holds a sandbox: the run's cap on live sandboxes bounds fan-out through threads or recursion.
+            guard await tracker.acquireChildSlot(timeout: configuration.cellTimeout) else {
+                return .text(
+                    "Error: rlm_query was not started: \(configuration.budget.maxLiveSandboxes) sandboxes are already "
+                        + "alive in this run and none freed up in time. Run fewer rlm_query calls at once.")
+            }
             let child = RLMLoop(
                 configuration: childConfiguration, context: childContext, depth: depth + 1, events: events)
-            let outcome = try await child.answer(query: prompt, tracker: tracker)
+            let outcome: RLMLoop.Outcome
+            do {
+                outcome = try await child.answer(query: prompt, tracker: tracker)
+            } catch {
+                await child.close()
+                await tracker.releaseChildSlot()
+                throw error
+            }
             await child.close()
+            await tracker.releaseChildSlot()
             switch outcome {
             case .answered(let answer): return .text(answer)
             case .noAnswer:
@@ -69,22 +83,73 @@ struct SubcallRouter: SubcallHandler {
         }
     }
 
-    /// One `llm_query`. A prompt that cannot fit the sub-model's window comes back as an error string the code can
-    /// read, not as an exception: the model's fix is to split its input.
+    /// One `llm_query`. A prompt that cannot fit the sub-model's window, or that would cross the remaining token or
+    /// cost budget, comes back as an error string the code can read — and is never sent: the model's fix is to split
+    /// its input. The call's share of the budget is reserved before it is sent (so concurrent calls cannot together
+    /// overshoot) and settled with the provider's real usage after.
     func query(_ prompt: String, model: any LanguageModel) async throws -> String {
+        let promptTokens = estimateTokens(prompt)
         let reserve = min(configuration.maxOutputTokens ?? 1024, 1024)
-        if let window = model.contextWindow, estimateTokens(prompt) + reserve > window {
-            return Self.overflowMessage(tokens: estimateTokens(prompt), window: window, reserve: reserve)
+        if let window = model.contextWindow, promptTokens + reserve > window {
+            return Self.overflowMessage(tokens: promptTokens, window: window, reserve: reserve)
+        }
+        let reservation: BudgetTracker.Reservation
+        let maxOutput: Int?
+        switch await Self.reserve(
+            promptTokens: promptTokens, model: model, configuration: configuration, tracker: tracker)
+        {
+        case .refused(let reason):
+            return "Error: this call was not sent: \(reason.message). Send a shorter prompt or fewer calls."
+        case .reserved(let granted, let cap):
+            reservation = granted
+            maxOutput = cap
         }
         do {
             let completion = try await model.complete(
-                CompletionRequest(messages: [.user(prompt)], maxOutputTokens: configuration.maxOutputTokens))
+                CompletionRequest(messages: [.user(prompt)], maxOutputTokens: maxOutput))
+            await tracker.release(reservation)
             await tracker.record(completion.usage, cost: configuration.cost(of: completion), isSubcall: true)
             return completion.text
         } catch let error as LLMError where error.kind == .contextOverflow {
+            await tracker.release(reservation)
             let window = model.contextWindow ?? 0
-            return Self.overflowMessage(tokens: estimateTokens(prompt), window: window, reserve: reserve)
+            return Self.overflowMessage(tokens: promptTokens, window: window, reserve: reserve)
+        } catch {
+            await tracker.release(reservation)
+            throw error
         }
+    }
+
+    enum ReservationOutcome: Sendable {
+        case reserved(BudgetTracker.Reservation, maxOutputTokens: Int?)
+        case refused(BudgetExhausted)
+    }
+
+    /// Reserves a call's tokens and cost before it is sent. With a token or cost budget, the reply is capped too
+    /// (`max_tokens`), so the reservation bounds what the call can really spend.
+    static func reserve(
+        promptTokens: Int, model: any LanguageModel, configuration: RLMConfiguration, tracker: BudgetTracker
+    ) async -> ReservationOutcome {
+        let budget = configuration.budget
+        var maxOutput = configuration.maxOutputTokens
+        if let allowance = await tracker.outputAllowance(promptTokens: promptTokens) {
+            guard allowance >= 16 else {
+                return .refused(
+                    BudgetExhausted(
+                        limit: .tokens,
+                        message: "this prompt is about \(promptTokens) tokens and the run's token budget has "
+                            + "\(max(0, allowance + promptTokens)) left"))
+            }
+            maxOutput = min(maxOutput ?? 4096, allowance)
+        } else if budget.maxCostUSD != nil {
+            maxOutput = maxOutput ?? 4096
+        }
+        let outputBound = maxOutput ?? 0
+        let usage = TokenUsage(inputTokens: promptTokens, outputTokens: outputBound)
+        let cost = budget.maxCostUSD == nil ? 0 : (model.estimatedCost(of: usage) ?? configuration.cost(model.name, usage))
+        let reservation = BudgetTracker.Reservation(inputTokens: promptTokens, outputTokens: outputBound, cost: cost)
+        if let refusal = await tracker.reserve(reservation) { return .refused(refusal) }
+        return .reserved(reservation, maxOutputTokens: maxOutput)
     }
 
     func queryBatch(_ prompts: [String], model: any LanguageModel) async throws -> [String] {

@@ -11,6 +11,8 @@ struct PricedModel: LanguageModel {
     var name: String { base.name }
     var contextWindow: Int? { base.contextWindow }
 
+    func estimatedCost(of usage: TokenUsage) -> Double? { price?.cost(of: usage) }
+
     func complete(_ request: CompletionRequest) async throws -> Completion {
         priced(try await base.complete(request))
     }

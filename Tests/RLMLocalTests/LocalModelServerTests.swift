@@ -175,8 +175,10 @@ struct LocalModelServerTests {
         defer { fixture.root.remove() }
         let clock = ContinuousClock()
         let started = clock.now
+        // 3 s, not 1: with the other suites starting Python processes on two cores, the fake can take over a second
+        // to print its first line, and the log tail checked below would be empty.
         let error = try await #require(throws: LocalModelError.self) {
-            try await server(fixture, configuration: fixture.configuration(timeout: .seconds(1))).start()
+            try await server(fixture, configuration: fixture.configuration(timeout: .seconds(3))).start()
         }
         #expect(error.isServerFailure)
         #expect(error.message.contains("did not answer /health"))

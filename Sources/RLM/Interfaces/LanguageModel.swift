@@ -133,10 +133,18 @@ public protocol LanguageModel: Sendable {
     /// Streams one completion: `.text` pieces, then exactly one `.done`.
     /// - Parameter request: the conversation and sampling options.
     func stream(_ request: CompletionRequest) -> AsyncThrowingStream<CompletionChunk, any Error>
+
+    /// What a call with this usage would cost in USD, when the model knows its price; budgets reserve it before a
+    /// call is sent.
+    /// - Parameter usage: the tokens of a call.
+    func estimatedCost(of usage: TokenUsage) -> Double?
 }
 
 extension LanguageModel {
     public var contextWindow: Int? { nil }
+
+    /// Unknown by default: the engine falls back to its configured price table.
+    public func estimatedCost(of usage: TokenUsage) -> Double? { nil }
 
     /// Default streaming for models that cannot stream: one `.text`, then `.done`.
     public func stream(_ request: CompletionRequest) -> AsyncThrowingStream<CompletionChunk, any Error> {
