@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 
 /// Turns `--context` arguments into a ``ContextValue``: files, directories (recursive, text files only, each
 /// document headed by its path) and `-` for stdin.
@@ -46,8 +47,8 @@ public struct ContextLoader: Sendable {
     /// documents, each starting with `### <path>`.
     /// - Parameters:
     ///   - sources: file paths, directory paths, or `-`.
-    ///   - stdin: reads standard input (injected for tests).
-    public func load(_ sources: [String], stdin: () -> Data = { FileHandle.standardInput.readDataToEndOfFile() })
+    ///   - stdin: reads at most the given number of bytes of standard input (injected for tests).
+    public func load(_ sources: [String], stdin: (Int) -> Data = ContextLoader.readStandardInput(upTo:))
         throws -> Loaded
     {
         var documents = [(path: String, text: String)]()
@@ -68,39 +69,90 @@ public struct ContextLoader: Sendable {
             }
             documents.append((path, text))
         }
+        /// Reads every regular file below the directory `fd` (closed on return), in name order, skipping hidden
+        /// entries, build folders, links and anything that is not a regular file or directory.
+        func walk(directory fd: Int32, path: String, depth: Int) throws {
+            defer { close(fd) }
+            guard depth < 64 else {
+                notices.append(Notice(path: path, reason: "nested too deep, skipped"))
+                return
+            }
+            for name in try Self.entries(of: fd, path: path) {
+                let child = path.hasSuffix("/") ? path + name : path + "/" + name
+                let entry = openat(fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)
+                guard entry >= 0 else {
+                    notices.append(
+                        Notice(
+                            path: child,
+                            reason: errno == ELOOP ? "symbolic link, skipped" : "unreadable, skipped"))
+                    continue
+                }
+                var info = stat()
+                guard fstat(entry, &info) == 0 else {
+                    close(entry)
+                    notices.append(Notice(path: child, reason: "unreadable, skipped"))
+                    continue
+                }
+                switch info.st_mode & S_IFMT {
+                case S_IFDIR:
+                    if Self.skippedDirectories.contains(name) {
+                        close(entry)
+                        continue
+                    }
+                    try walk(directory: entry, path: child, depth: depth + 1)
+                case S_IFREG:
+                    let data: Data
+                    do {
+                        data = try Self.read(
+                            fd: entry, size: Int(info.st_size), path: child, limit: maxTotalBytes - total)
+                    } catch {
+                        close(entry)
+                        throw error
+                    }
+                    close(entry)
+                    try add(child, data)
+                default:
+                    close(entry)
+                    notices.append(Notice(path: child, reason: "not a regular file, skipped"))
+                }
+            }
+        }
         for source in sources {
             if source == "-" {
-                let data = stdin()
+                let data = try Self.readStandardInput(limit: maxTotalBytes - total, stdin: stdin)
                 guard let text = Self.decodeText(data) else {
-                    throw LoadError(description: "stdin is not UTF-8 text")
+                    throw LoadError(description: "stdin is not UTF-8 text (it holds a NUL byte or invalid UTF-8)")
                 }
                 total += data.count
                 documents.append(("<stdin>", text))
                 continue
             }
-            var isDirectory: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: source, isDirectory: &isDirectory) else {
-                throw LoadError(description: "context \(source): no such file or directory")
+            // The path the user typed is opened once; everything below it is opened relative to its directory's
+            // descriptor with O_NOFOLLOW, so no component can be swapped for a link between listing and reading.
+            let fd = open(source, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+            guard fd >= 0 else {
+                let reason = errno == ENOENT ? "no such file or directory" : String(cString: strerror(errno))
+                throw LoadError(description: "context \(source): \(reason)")
             }
-            if isDirectory.boolValue {
+            var info = stat()
+            guard fstat(fd, &info) == 0 else {
+                close(fd)
+                throw LoadError(description: "context \(source): \(String(cString: strerror(errno)))")
+            }
+            switch info.st_mode & S_IFMT {
+            case S_IFDIR:
                 sawDirectory = true
-                for file in try Self.listFiles(in: source) {
-                    guard let data = FileManager.default.contents(atPath: file) else {
-                        notices.append(Notice(path: file, reason: "unreadable, skipped"))
-                        continue
-                    }
-                    try add(file, data)
-                }
-            } else {
-                guard FileManager.default.isReadableFile(atPath: source),
-                    let data = FileManager.default.contents(atPath: source)
-                else {
-                    throw LoadError(description: "context \(source): permission denied or unreadable")
-                }
+                try walk(directory: fd, path: source, depth: 0)
+            case S_IFREG:
+                let data = try Self.read(fd: fd, size: Int(info.st_size), path: source, limit: maxTotalBytes - total)
+                close(fd)
                 guard Self.decodeText(data) != nil else {
                     throw LoadError(description: "context \(source) is not UTF-8 text (a binary file?)")
                 }
                 try add(source, data)
+            default:
+                close(fd)
+                throw LoadError(description: "context \(source) is not a regular file or a directory")
             }
         }
         guard !documents.isEmpty else {
@@ -126,29 +178,80 @@ public struct ContextLoader: Sendable {
         return Loaded(context: context, notices: notices, documentCount: documents.count, byteCount: total)
     }
 
-    /// Regular files below `directory`, sorted, skipping hidden entries and VCS/build folders.
-    static func listFiles(in directory: String) throws -> [String] {
-        let root = URL(fileURLWithPath: directory)
-        guard
-            let enumerator = FileManager.default.enumerator(
-                at: root, includingPropertiesForKeys: [.isRegularFileKey, .isDirectoryKey],
-                options: [.skipsHiddenFiles])
-        else { throw LoadError(description: "context \(directory): cannot list the directory") }
-        var files = [String]()
-        for case let url as URL in enumerator {
-            let values = try? url.resourceValues(forKeys: [.isRegularFileKey, .isDirectoryKey])
-            if values?.isDirectory == true, [".build", "node_modules", "__pycache__"].contains(url.lastPathComponent) {
-                enumerator.skipDescendants()
-                continue
-            }
-            if values?.isRegularFile == true { files.append(url.path) }
+    /// Folders never read inside a context directory.
+    static let skippedDirectories: Set<String> = [".build", "node_modules", "__pycache__"]
+
+    /// The names in the directory `fd`, sorted, without `.`/`..` and hidden entries. The descriptor stays open.
+    static func entries(of fd: Int32, path: String) throws -> [String] {
+        let copy = dup(fd)
+        guard copy >= 0, let stream = fdopendir(copy) else {
+            if copy >= 0 { close(copy) }
+            throw LoadError(description: "context \(path): cannot list the directory")
         }
-        return files.sorted()
+        defer { closedir(stream) }
+        var names = [String]()
+        while let entry = readdir(stream) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            if name.hasPrefix(".") { continue }
+            names.append(name)
+        }
+        return names.sorted()
     }
 
-    /// UTF-8 text without NUL bytes; `nil` for binary data.
+    /// Reads an open regular file of `size` bytes (from `fstat`), refusing before any read a file larger than what
+    /// is left of the limit, and never reading more than that even if the file grows meanwhile.
+    static func read(fd: Int32, size: Int, path: String, limit: Int) throws -> Data {
+        guard size <= limit else {
+            throw LoadError(
+                description: "the context is larger than the limit (\(path) is \(size) bytes; "
+                    + "\(max(0, limit)) bytes are left of the context limit): pass fewer files or raise the limit")
+        }
+        var data = Data(count: size)
+        var filled = 0
+        while filled < size {
+            let count = data.withUnsafeMutableBytes { buffer in
+                Glibc.read(fd, buffer.baseAddress! + filled, size - filled)
+            }
+            if count < 0 && errno == EINTR { continue }
+            guard count >= 0 else {
+                throw LoadError(description: "context \(path): \(String(cString: strerror(errno)))")
+            }
+            if count == 0 { break }
+            filled += count
+        }
+        return data.prefix(filled)
+    }
+
+    /// Reads standard input in chunks, stopping after `maxBytes` bytes.
+    /// - Parameter maxBytes: the most bytes to read.
+    public static func readStandardInput(upTo maxBytes: Int) -> Data {
+        var data = Data()
+        let handle = FileHandle.standardInput
+        while data.count < maxBytes {
+            guard let chunk = try? handle.read(upToCount: min(1 << 20, maxBytes - data.count)), !chunk.isEmpty
+            else { break }
+            data.append(chunk)
+        }
+        return data
+    }
+
+    /// Standard input, up to `limit` bytes: reading stops one byte past the limit, and more is refused rather than
+    /// held in memory.
+    static func readStandardInput(limit: Int, stdin: (Int) -> Data) throws -> Data {
+        let data = stdin(max(0, limit) + 1)
+        guard data.count <= limit else {
+            throw LoadError(
+                description: "stdin holds more than the context limit (\(max(0, limit)) bytes left); "
+                    + "pass a file instead or raise the limit")
+        }
+        return data
+    }
+
+    /// UTF-8 text without NUL bytes anywhere; `nil` for binary data.
     static func decodeText(_ data: Data) -> String? {
-        if data.prefix(8192).contains(0) { return nil }
+        if data.contains(0) { return nil }
         return String(data: data, encoding: .utf8)
     }
 

@@ -161,6 +161,37 @@ struct LocalModelServerTests {
         #expect(fixture.stateFile() == nil)
     }
 
+    @Test func withServerStopsTheServerWhenCancelled() async throws {
+        let fixture = try Fixture()
+        defer { fixture.root.remove() }
+        let pid = Mutex<Int32>(0)
+        let task = Task {
+            try await server(fixture).withServer { running in
+                pid.withLock { $0 = running.pid }
+                while true { try await Task.sleep(for: .milliseconds(20)) }
+            }
+        }
+        while pid.withLock({ $0 }) == 0 { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(isAlive(pid.withLock { $0 }))
+        task.cancel()
+        await #expect(throws: CancellationError.self) { try await task.value }
+        #expect(!isAlive(pid.withLock { $0 }))
+        #expect(fixture.stateFile() == nil)
+    }
+
+    @Test func aForgottenServerIsStopped() async throws {
+        let fixture = try Fixture()
+        defer { fixture.root.remove() }
+        var running: RunningServer? = try await server(fixture).start()
+        let pid = try #require(running?.pid)
+        #expect(isAlive(pid))
+        running = nil
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(10)
+        while isAlive(pid) && clock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(!isAlive(pid))
+    }
+
     @Test func reportsTheLogTailWhenTheServerDies() async throws {
         let fixture = try Fixture(mode: "crash")
         defer { fixture.root.remove() }

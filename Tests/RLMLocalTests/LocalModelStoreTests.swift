@@ -258,6 +258,34 @@ struct LocalModelStoreTests {
         #expect(try await !store.verify(fake.model()))
     }
 
+    @Test func verifyHashesAFileLargerThanOneChunk() async throws {
+        let storeDirectory = try TemporaryDirectory()
+        defer { storeDirectory.remove() }
+        // 9 MiB and a bit: three reads of 4 MiB, the last one short.
+        let file = storeDirectory.appending("big.gguf")
+        let fields = try runPython(
+            """
+            import hashlib, sys
+            data = bytes(i * 31 % 256 for i in range(256)) * (9 * 4096 + 1)
+            open(sys.argv[1], "wb").write(data)
+            print(hashlib.sha256(data).hexdigest(), len(data))
+            """, [file.path]
+        ).split(separator: " ")
+        let sha256 = String(fields[0])
+        let size = Int64(fields[1].trimmingCharacters(in: .whitespacesAndNewlines))!
+        let model = LocalModel(
+            name: "big", summary: "big", parts: [WheelPart(package: "big", version: "1", member: "big.bin")],
+            sizeBytes: size, sha256: sha256, contextWindow: 512)
+        let store = makeStore(storeDirectory, fetcher: FolderFetcher(source: storeDirectory.url), catalog: [model])
+        #expect(try await store.verify(model))
+
+        let handle = try FileHandle(forUpdating: file)
+        try handle.seek(toOffset: UInt64(size - 1))
+        try handle.write(contentsOf: Data([0xFF]))
+        try handle.close()
+        #expect(try await !store.verify(model))
+    }
+
     @Test func unknownNamesAreUsageErrors() throws {
         let store = LocalModelStore(logger: logger)
         let error = try #require(throws: LocalModelError.self) { try store.model(named: "gpt-5") }
