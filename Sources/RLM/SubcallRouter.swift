@@ -146,7 +146,8 @@ struct SubcallRouter: SubcallHandler {
         }
         let outputBound = maxOutput ?? 0
         let usage = TokenUsage(inputTokens: promptTokens, outputTokens: outputBound)
-        let cost = budget.maxCostUSD == nil ? 0 : (model.estimatedCost(of: usage) ?? configuration.cost(model.name, usage))
+        let cost =
+            budget.maxCostUSD == nil ? 0 : (model.estimatedCost(of: usage) ?? configuration.cost(model.name, usage))
         let reservation = BudgetTracker.Reservation(inputTokens: promptTokens, outputTokens: outputBound, cost: cost)
         if let refusal = await tracker.reserve(reservation) { return .refused(refusal) }
         return .reserved(reservation, maxOutputTokens: maxOutput)

@@ -224,7 +224,7 @@ struct ModelCommand: AsyncParsableCommand {
                             writeOut("\(running.baseURL.absoluteString)\n")
                         }
                     }
-                    group.addTask { await waitForTerminationSignal() }
+                    group.addTask { _ = await waitForTerminationSignal() }
                     try await group.next()
                     group.cancelAll()
                     try await group.waitForAll()
@@ -246,28 +246,6 @@ struct ModelCommand: AsyncParsableCommand {
             }
         }
     }
-}
-
-/// Returns when SIGINT or SIGTERM arrives, or when the task is cancelled. From the first call on, those signals no
-/// longer kill the process: the caller decides how to stop.
-private func waitForTerminationSignal() async {
-    let signals = [SIGINT, SIGTERM]
-    /// Dispatch sources are thread-safe; the array is only read again to cancel them.
-    final class Sources: @unchecked Sendable {
-        var sources: [any DispatchSourceSignal] = []
-    }
-    let stream = AsyncStream<Int32> { continuation in
-        let holder = Sources()
-        holder.sources = signals.map { number in
-            signal(number, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-            source.setEventHandler { continuation.yield(number) }
-            source.resume()
-            return source
-        }
-        continuation.onTermination = { _ in holder.sources.forEach { $0.cancel() } }
-    }
-    for await _ in stream { return }
 }
 
 /// 1_117_320_768 → "1.12 GB" (decimal units, as download sizes are usually given).

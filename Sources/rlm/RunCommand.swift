@@ -61,6 +61,8 @@ struct RunCommand: AsyncParsableCommand {
                 maxTokens: maxTokens, maxCost: maxCost, timeout: timeout, maxSubcalls: maxSubcalls),
             environment: environment, onLocalActivity: localActivityDisplay())
         var trajectoryPath: String?
+        var trajectoryWriter: TrajectoryWriter?
+        defer { trajectoryWriter?.close() }
         do {
             let plan = try runtime.prepare()
             let loaded = context.isEmpty ? nil : try ContextLoader().load(context)
@@ -68,24 +70,39 @@ struct RunCommand: AsyncParsableCommand {
             for note in plan.notes { printError("rlm: \(note)") }
             let writer = try runtime.openTrajectory(plan, path: trajectory)
             trajectoryPath = writer.path
-            defer { writer.close() }
+            trajectoryWriter = writer
             let progress = RunProgress(maxIterations: modelOptions.maxIterations)
             defer { progress.finish() }
-            let result = try await runtime.withConfiguration(plan) { configuration in
-                var configuration = configuration
-                configuration.onEvent = { event in
-                    writer.write(event)
-                    progress.update(event)
+            let query = query
+            // SIGINT/SIGTERM cancel the run: its sandboxes are killed, its calls cancelled, the local server it
+            // started is stopped, and the trajectory records that it was interrupted.
+            let result = try await untilInterrupted {
+                try await runtime.withConfiguration(plan) { configuration in
+                    var configuration = configuration
+                    configuration.onEvent = { event in
+                        writer.write(event)
+                        progress.update(event)
+                    }
+                    return try await RLMEngine(configuration: configuration).run(
+                        query: query, context: loaded?.context)
                 }
-                return try await RLMEngine(configuration: configuration).run(
-                    query: query, context: loaded?.context)
             }
             progress.finish()
             try report(result, trajectory: writer.path)
         } catch let exit as ExitCode {
             throw exit
         } catch {
-            let failure = RunFailure.classify(error)
+            var failure = RunFailure.classify(error)
+            var status = failure.exitCode
+            if let interrupted = error as? Interrupted {
+                let name = interrupted.signal == SIGTERM ? "SIGTERM" : "SIGINT"
+                failure = RunFailure(
+                    .interrupted, "interrupted by \(name); the run was stopped and its sandboxes killed")
+                status = 128 + interrupted.signal
+                trajectoryWriter?.write(
+                    RLMEvent(
+                        kind: .runFinished, depth: 0, iteration: 0, data: ["status": "interrupted", "signal": name]))
+            }
             if json {
                 var object: [String: Any] = [
                     "status": "error", "answer": NSNull(), "usage": NSNull(),
@@ -97,7 +114,7 @@ struct RunCommand: AsyncParsableCommand {
                 printError("rlm: \(failure.message)")
                 if let trajectoryPath { printError("rlm: trajectory: \(trajectoryPath)") }
             }
-            throw ExitCode(failure.exitCode)
+            throw ExitCode(status)
         }
     }
 

@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import RLM
 import Synchronization
@@ -115,5 +116,63 @@ final class StatusLine: Sendable {
             FileHandle.standardError.write(Data("\r\u{1B}[2K".utf8))
         }
         printError(text)
+    }
+}
+
+/// Returns when SIGINT or SIGTERM arrives, or when the task is cancelled. From the first call on, those signals no
+/// longer kill the process: the caller decides how to stop.
+func waitForTerminationSignal() async -> Int32? {
+    let signals = [SIGINT, SIGTERM]
+    /// Dispatch sources are thread-safe; the array is only read again to cancel them.
+    final class Sources: @unchecked Sendable {
+        var sources: [any DispatchSourceSignal] = []
+    }
+    let stream = AsyncStream<Int32> { continuation in
+        let holder = Sources()
+        holder.sources = signals.map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler { continuation.yield(number) }
+            source.resume()
+            return source
+        }
+        continuation.onTermination = { _ in holder.sources.forEach { $0.cancel() } }
+    }
+    for await number in stream { return number }
+    return nil
+}
+
+private enum InterruptibleOutcome<T: Sendable>: Sendable {
+    case done(T)
+    case signal(Int32)
+}
+
+/// The run was stopped by SIGINT or SIGTERM.
+struct Interrupted: Error {
+    /// The signal.
+    var signal: Int32
+}
+
+/// Runs `body` until it ends or SIGINT/SIGTERM arrives; a signal cancels `body` (its sandboxes are killed and its
+/// in-flight calls cancelled by structured cancellation), waits for it to wind down, and throws ``Interrupted``.
+func untilInterrupted<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    return try await withThrowingTaskGroup(of: InterruptibleOutcome<T>.self) { group in
+        group.addTask { .done(try await body()) }
+        group.addTask {
+            guard let number = await waitForTerminationSignal() else { throw CancellationError() }
+            return .signal(number)
+        }
+        defer { group.cancelAll() }
+        while let outcome = try await group.next() {
+            switch outcome {
+            case .done(let value): return value
+            case .signal(let number):
+                group.cancelAll()
+                // Let the body clean up (sandboxes, cgroups, the local server) before the process exits.
+                while (try? await group.next()) != nil {}
+                throw Interrupted(signal: number)
+            }
+        }
+        throw CancellationError()
     }
 }

@@ -91,7 +91,9 @@ struct BudgetBeforeSpendingTests {
             if cell.code == "FANOUT" {
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     for i in 0..<6 {
-                        group.addTask { _ = try await cell.subcall(.rlmQuery(prompt: "child \(i)", context: nil, model: nil)) }
+                        group.addTask {
+                            _ = try await cell.subcall(.rlmQuery(prompt: "child \(i)", context: nil, model: nil))
+                        }
                     }
                     try await group.waitForAll()
                 }

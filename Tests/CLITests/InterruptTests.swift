@@ -1,0 +1,63 @@
+import Foundation
+import RLM
+import RLMTesting
+import Testing
+
+/// SIGINT and SIGTERM stop `rlm run` cleanly: the sandbox is killed, its cgroups removed, the trajectory ends with an
+/// `interrupted` record, and the exit status says which signal.
+@Suite("rlm run interrupted", .serialized)
+struct InterruptTests {
+    /// cgroup directories named for `pid` (`swiftrlm-<pid>-…`) anywhere under the v1 memory and pids hierarchies.
+    static func cgroups(of pid: Int32) -> [String] {
+        var found = [String]()
+        for root in ["/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids"] {
+            guard let walker = FileManager.default.enumerator(atPath: root) else { continue }
+            while let path = walker.nextObject() as? String {
+                if (path as NSString).lastPathComponent.hasPrefix("swiftrlm-\(pid)-") { found.append(path) }
+                if path.split(separator: "/").count > 3 { walker.skipDescendants() }
+            }
+        }
+        return found
+    }
+
+    @Test(arguments: [SIGINT, SIGTERM])
+    func aSignalStopsTheRunAndLeavesNothingBehind(signal: Int32) async throws {
+        let steps = ["```repl\nimport time\nprint('started', flush=True)\ntime.sleep(60)\n```", "FINAL(never)"]
+        try await FakeLLMServer.withServer(scriptedHandler(steps: steps)) { server in
+            let scratch = try writeTemporary("", name: "x")
+            let trajectory = scratch + ".jsonl"
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: try rlmBinary())
+            process.arguments = [
+                "run", "--base-url", server.openAIBaseURL, "--model", "m", "--trajectory", trajectory, "q",
+            ]
+            process.environment = [
+                "PATH": "/usr/bin:/bin", "HOME": NSTemporaryDirectory(), "OPENAI_API_KEY": "sk-x",
+            ]
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            // Wait until the cell is running: the trajectory shows the model's reply and then nothing for a while.
+            let deadline = ContinuousClock.now + .seconds(30)
+            while ContinuousClock.now < deadline {
+                let text = (try? String(contentsOfFile: trajectory, encoding: .utf8)) ?? ""
+                if text.contains("model_response") { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            try await Task.sleep(for: .milliseconds(700))
+            let pid = process.processIdentifier
+            let hadCgroups = !Self.cgroups(of: pid).isEmpty
+            kill(pid, signal)
+            let stopBy = ContinuousClock.now + .seconds(20)
+            while process.isRunning && ContinuousClock.now < stopBy { try await Task.sleep(for: .milliseconds(50)) }
+            #expect(!process.isRunning, "rlm run did not stop after the signal")
+            if process.isRunning { process.terminate() }
+            #expect(process.terminationStatus == 128 + signal)
+            let lines = try String(contentsOfFile: trajectory, encoding: .utf8).split(separator: "\n")
+            let last = try #require(lines.last)
+            #expect(last.contains("\"interrupted\""), "\(last)")
+            #expect(Self.cgroups(of: pid).isEmpty, "cgroups left behind: \(Self.cgroups(of: pid))")
+            if getuid() == 0 { #expect(hadCgroups, "the run had cgroups to clean up (root on cgroup v1)") }
+        }
+    }
+}
