@@ -161,7 +161,7 @@ let package = Package(
         ),
         .testTarget(
             name: "RLMRuntimeTests",
-            dependencies: ["RLMRuntime", "RLM", "RLMProviders", "RLMTesting"],
+            dependencies: ["RLMRuntime", "RLM", "RLMProviders"],
             swiftSettings: swiftSettings
         ),
         // Integration: the engine with the real sandbox and providers over real HTTP.
