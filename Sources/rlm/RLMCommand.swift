@@ -8,6 +8,7 @@ struct RLMCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rlm",
         abstract: "SwiftRLM: answer questions over contexts far larger than a model's window.",
+        version: "rlm \(RLMVersion.string)",
         subcommands: [RunCommand.self, ModelCommand.self, SandboxCommand.self, DoctorCommand.self, BenchCommand.self]
     )
 
