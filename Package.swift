@@ -48,7 +48,7 @@ let package = Package(
         .target(
             name: "RLMSandbox",
             dependencies: ["RLM", "CRLMSystem", .product(name: "Logging", package: "swift-log")],
-            resources: [.copy("Worker/rlm_worker.py")],
+            resources: [.embedInCode("Worker/rlm_worker.py")],
             swiftSettings: swiftSettings
         ),
         // LLM clients over AsyncHTTPClient: OpenAI-compatible chat completions and Anthropic Messages; prices.
@@ -77,7 +77,7 @@ let package = Package(
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
-            resources: [.copy("Resources/serve_llama.py")],
+            resources: [.embedInCode("Resources/serve_llama.py")],
             swiftSettings: swiftSettings
         ),
         // The long-context task suite: seeded generators of tasks with exact answers, scoring, the bench runner.

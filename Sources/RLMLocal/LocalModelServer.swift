@@ -80,9 +80,10 @@ public struct LocalModelServer: Sendable {
         }
     }
 
-    /// The bundled `serve_llama.py` (run by the venv's python; see its docstring for the arguments).
+    /// The bundled `serve_llama.py` (run by the venv's python; see its docstring for the arguments): the copy
+    /// embedded in this binary, written to a private per-user cache file; `nil` if that file cannot be written.
     public static var bundledServeScript: URL? {
-        Bundle.module.url(forResource: "serve_llama", withExtension: "py")
+        try? ServeScript.file()
     }
 
     /// The pinned server wheel.
@@ -230,9 +231,7 @@ public struct LocalModelServer: Sendable {
                 requirement: configuration.requirement, logger: logger
             ).ensure(progress: progress)
         }
-        guard let script = configuration.serveScript ?? Self.bundledServeScript else {
-            throw LocalModelError.serverFailed("the RLMLocal resource serve_llama.py is missing from the build")
-        }
+        let script = try configuration.serveScript ?? ServeScript.file()
         return try await launch(
             python: python, script: script, stateFile: stateFile, directory: directory, progress: progress)
     }

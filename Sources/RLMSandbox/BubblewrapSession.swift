@@ -488,21 +488,18 @@ private let ignoreSIGPIPE: Void = {
     _ = signal(SIGPIPE, SIG_IGN)
 }()
 
-/// The worker's Python source, shipped as a resource of this module, and its compiled form.
+/// The worker's Python source, embedded in the binary, and its compiled form.
+///
+/// The source is embedded (SwiftPM `.embedInCode`) rather than a bundled resource so an `rlm` copied out of the
+/// build folder (scripts/install) still has it: `Bundle.module` stops the program when its bundle is not beside it.
+/// It never needs a file of its own: frame 0 carries it, and the compiler below reads it from stdin.
 ///
 /// Compiling the 40 KB worker takes Python longer than starting up, so the host compiles it once per interpreter
 /// (outside the sandbox, with an empty environment) and caches the `marshal`ed code object in memory and under
 /// `~/.cache/swiftrlm`. Frame 0 then carries `RLMM` + that code; the bootstrap falls back to compiling source when
 /// no compiled form is available.
 enum WorkerSource {
-    static let data: Data = {
-        guard let url = Bundle.module.url(forResource: "rlm_worker", withExtension: "py"),
-            let data = try? Data(contentsOf: url)
-        else {
-            fatalError("the RLMSandbox resource rlm_worker.py is missing from the build")
-        }
-        return data
-    }()
+    static let data = Data(PackageResources.rlm_worker_py)
 
     static let compiledMarker = Data("RLMM".utf8)
     private static let compiled = Mutex<[String: Data]>([:])
