@@ -65,12 +65,13 @@ struct LaunchPlan: Sendable {
             throw SandboxError.setup("bubblewrap at \(bwrap) is not executable: `apt-get install -y bubblewrap`")
         }
         bubblewrapPath = bwrap
-        guard let launcher = configuration.launcherPath ?? Self.defaultLauncherPath(),
-            access(launcher, X_OK) == 0
-        else {
-            throw SandboxError.setup(
-                "the sandbox launcher (rlm-sandbox-launch) was not found next to this program; "
-                    + "build it with `swift build` (it is part of this package)")
+        if let configured = configuration.launcherPath {
+            guard access(configured, X_OK) == 0 else {
+                throw SandboxError.setup("the sandbox launcher \(configured) is missing or not executable")
+            }
+        }
+        guard let launcher = configuration.launcherPath ?? Self.defaultLauncherPath() else {
+            throw SandboxError.setup(Self.launcherNotFoundMessage())
         }
         launcherPath = launcher
         let python = configuration.pythonPath
@@ -187,19 +188,58 @@ struct LaunchPlan: Sendable {
         return nil
     }
 
-    /// `rlm-sandbox-launch` is a product of this package: it sits next to the running executable (the `rlm` binary
-    /// or the test runner).
+    /// `rlm-sandbox-launch` is a product of this package, found from the real path of the running executable (read
+    /// from /proc/self/exe, so neither argv[0] nor a symlink to `rlm` can point elsewhere).
     static func defaultLauncherPath() -> String? {
+        launcherCandidates().first(where: isTrustedLauncher)
+    }
+
+    /// Where the launcher may be, in order: beside the executable (`swift build` puts both products in one folder),
+    /// `<exe dir>/../libexec/swiftrlm/` (what scripts/install lays out), then the folders above (a test runner
+    /// nested in the build folder).
+    static func launcherCandidates() -> [String] {
         guard let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") else {
-            return nil
+            return []
         }
         var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
-        for _ in 0..<4 {
-            let candidate = dir.appendingPathComponent("rlm-sandbox-launch").path
-            if access(candidate, X_OK) == 0 { return candidate }
+        var candidates = [
+            dir.appendingPathComponent("rlm-sandbox-launch").path,
+            dir.deletingLastPathComponent().appendingPathComponent("libexec/swiftrlm/rlm-sandbox-launch").path,
+        ]
+        for _ in 0..<3 where dir.path != "/" {
             dir.deleteLastPathComponent()
+            candidates.append(dir.appendingPathComponent("rlm-sandbox-launch").path)
         }
-        return nil
+        return candidates
+    }
+
+    /// The launcher runs with our privileges (root, often), so one that someone else could have planted or can
+    /// rewrite — in /tmp, say, above a prefix installed there — is not used: it must be a regular executable file
+    /// writable by no one but its owner, and owned by root, by us, or by whoever owns this executable (a build
+    /// folder checked out by another user), who could change this program anyway.
+    static func isTrustedLauncher(_ path: String) -> Bool {
+        var info = stat()
+        var exe = stat()
+        guard stat(path, &info) == 0, access(path, X_OK) == 0, stat("/proc/self/exe", &exe) == 0 else {
+            return false
+        }
+        return (info.st_mode & S_IFMT) == S_IFREG && [0, geteuid(), exe.st_uid].contains(info.st_uid)
+            && info.st_mode & 0o022 == 0
+    }
+
+    /// Says where the launcher was looked for and how to put it there.
+    static func launcherNotFoundMessage() -> String {
+        let candidates = launcherCandidates()
+        let looked = candidates.map { path in
+            FileManager.default.fileExists(atPath: path)
+                ? path + " (present, but not executable, writable by others, or owned by a stranger)"
+                : path
+        }
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? "unknown"
+        return "the sandbox launcher rlm-sandbox-launch was not found; this program is \(exe), and the launcher was "
+            + "looked for at: \(looked.joined(separator: ", ")). Fix: install both with `scripts/install PREFIX` "
+            + "(rlm into PREFIX/bin, the launcher into PREFIX/libexec/swiftrlm), or run rlm from the build folder "
+            + "where `swift build` leaves the two side by side (.build/debug)"
     }
 }
 
