@@ -101,7 +101,11 @@ public enum SandboxDoctor {
         let uid = facts["uid"] as? Int ?? -1
         add(
             "unprivileged uid", uid == 0 ? .missing : .inForce,
-            "uid \(uid) inside" + (root ? " (host runs as root; dropped to \(configuration.sandboxUID))" : ""))
+            "uid \(uid) inside"
+                + (root
+                    ? " (host runs as root; dropped to \(configuration.sandboxUID))"
+                    : " (host runs as uid \(getuid()), not root: no drop to \(configuration.sandboxUID); the sandbox "
+                        + "keeps this user's uid, mapped into its own user namespace, with no capabilities)"))
         let hostNamespaces = ["user", "pid", "net", "ipc", "uts", "mnt", "cgroup"].map {
             ($0, (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/ns/\($0)")) ?? "")
         }
@@ -159,7 +163,10 @@ public enum SandboxDoctor {
             let possible = cgroupProbe.memory || cgroupProbe.pids
             add(
                 "cgroup memory+pids", possible ? .available : .missing,
-                root ? "cgroup v1 memory/pids not writable here" : "needs root (cgroup v1); rlimits still apply")
+                root
+                    ? "cgroup v1 memory/pids not writable here"
+                    : "not root, so no cgroups (cgroup v1 needs root): memory, processes and CPU are bounded by "
+                        + "the rlimits alone, and the work dir by its tmpfs size cap")
         }
         add("host-side kill", .inForce, "per-cell wall-clock timeout: interrupt, then SIGKILL of the whole sandbox")
         return (checks, true)
