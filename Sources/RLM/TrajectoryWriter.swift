@@ -30,7 +30,7 @@ public final class TrajectoryWriter: Sendable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         guard let data = try? encoder.encode(event) else { return }
-        var line = String(decoding: data, as: UTF8.self)
+        var line = JSONText.escapingControlCharacters(String(decoding: data, as: UTF8.self))
         for secret in secrets { line = line.replacingOccurrences(of: secret, with: "[REDACTED]") }
         handle.withLock { try? $0?.write(contentsOf: Data((line + "\n").utf8)) }
     }

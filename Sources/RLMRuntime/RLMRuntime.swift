@@ -55,11 +55,12 @@ public struct RLMRuntime: Sendable {
     /// - Parameters:
     ///   - options: the flags.
     ///   - environment: the process environment.
-    ///   - logger: receives the runtime's logs.
+    ///   - logger: receives the runtime's logs (and the providers' and the local model's); silent by default.
     ///   - httpClient: the client for provider calls (default: the shared one).
     ///   - onLocalActivity: receives local-model activity.
     public init(
-        options: RuntimeOptions, environment: [String: String], logger: Logger = Logger(label: "rlm.runtime"),
+        options: RuntimeOptions, environment: [String: String],
+        logger: Logger = Logger(label: "rlm.runtime", factory: { _ in SwiftLogNoOpLogHandler() }),
         httpClient: HTTPClient = ProviderHTTPClient.shared,
         onLocalActivity: (@Sendable (LocalActivity) -> Void)? = nil
     ) {

@@ -59,23 +59,6 @@ enum TerminalText {
         return String(result)
     }
 
-    /// JSON text with every C1 control and DEL written as a `\u` escape: the same JSON value, and no byte a
-    /// terminal could obey (JSONSerialization already escapes C0).
-    static func escapeJSON(_ json: String) -> String {
-        guard json.unicodeScalars.contains(where: { $0.value == 0x7F || (0x80...0x9F).contains($0.value) }) else {
-            return json
-        }
-        var result = String.UnicodeScalarView()
-        for scalar in json.unicodeScalars {
-            if scalar.value == 0x7F || (0x80...0x9F).contains(scalar.value) {
-                result.append(contentsOf: String(format: "\\u%04x", scalar.value).unicodeScalars)
-            } else {
-                result.append(scalar)
-            }
-        }
-        return String(result)
-    }
-
     private static func isControl(_ scalar: Unicode.Scalar) -> Bool {
         switch scalar.value {
         case 0x0A, 0x09: return false
