@@ -160,5 +160,6 @@ func writeJSON(_ object: [String: Any]) {
             withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
     else { return }
     // Exact and escaped: JSON's own escapes for C0, and C1 escaped too, whatever stdout is.
-    FileHandle.standardOutput.write(Data((JSONText.escapingControlCharacters(String(decoding: data, as: UTF8.self)) + "\n").utf8))
+    FileHandle.standardOutput.write(
+        Data((JSONText.escapingControlCharacters(String(decoding: data, as: UTF8.self)) + "\n").utf8))
 }
