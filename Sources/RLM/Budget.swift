@@ -122,64 +122,115 @@ actor BudgetTracker {
         var inputTokens: Int
         var outputTokens: Int
         var cost: Double
+        /// The price was unknown under a cost budget: the call holds the run's one turn for such calls.
+        var holdsUnpricedTurn = false
         var totalTokens: Int { inputTokens + outputTokens }
+    }
+
+    /// The outcome of asking to send a call.
+    enum ReservationOutcome: Sendable {
+        /// Send it, generating at most `maxOutputTokens` (`nil`: no cap needed).
+        case reserved(Reservation, maxOutputTokens: Int?)
+        /// Do not send it: it would cross this limit.
+        case refused(BudgetExhausted)
     }
 
     /// Tokens and cost reserved by calls in flight.
     private(set) var reserved = Reservation(inputTokens: 0, outputTokens: 0, cost: 0)
+    private var unpricedTurnTaken = false
 
-    /// The most output tokens a call with `promptTokens` may be allowed, given what is spent and reserved; `nil` when
-    /// no token limit applies.
-    func outputAllowance(promptTokens: Int) -> Int? {
-        var allowance: Int?
-        func limit(_ value: Int) { allowance = min(allowance ?? value, value) }
-        if let max = budget.maxTokens {
-            limit(max - usage.tokens.totalTokens - reserved.totalTokens - promptTokens)
-        }
-        if let max = budget.maxOutputTokens { limit(max - usage.tokens.outputTokens - reserved.outputTokens) }
-        return allowance
+    /// The queues a call or a child may wait in.
+    enum Queue: Hashable, Sendable {
+        /// Children waiting for a sandbox slot.
+        case childSlot
+        /// Calls to an unpriced model waiting for their turn under a cost budget.
+        case unpricedTurn
     }
 
-    /// Reserves a call's share of the budget before it is sent.
-    /// - Returns: `nil` when reserved, or the limit the call would cross and why (it is then not sent).
-    func reserve(_ reservation: Reservation) -> BudgetExhausted? {
-        if let exhausted { return exhausted }
-        if let refusal = refusal(for: reservation) { return refusal }
+    private var queues: [Queue: [(id: UInt64, continuation: CheckedContinuation<Bool, Never>)]] = [:]
+
+    /// Reserves a call's share of the budget before it is sent, in one step (so concurrent calls see each other's
+    /// reservations). With a token budget the reply is capped to what is left; with a cost budget, to what the
+    /// remaining money buys at the model's price. A model whose price is unknown under a cost budget gets one call
+    /// in flight at a time, so a batch can overshoot by at most one call's cost.
+    /// - Parameters:
+    ///   - promptTokens: the prompt's estimated tokens.
+    ///   - configuredMaxOutput: the reply cap the configuration asks for.
+    ///   - price: what a call with a given usage costs; `nil` result when the price is unknown.
+    func reserve(
+        promptTokens: Int, configuredMaxOutput: Int?, price: @Sendable (TokenUsage) -> Double?
+    ) async -> ReservationOutcome {
+        if let exhausted { return .refused(exhausted) }
+        func refuse(_ limit: BudgetLimit, _ message: String) -> ReservationOutcome {
+            .refused(BudgetExhausted(limit: limit, message: message))
+        }
+        var maxOutput = configuredMaxOutput
+        var allowance: Int?
+        if let max = budget.maxTokens {
+            allowance = max - usage.tokens.totalTokens - reserved.totalTokens - promptTokens
+        }
+        if let max = budget.maxOutputTokens {
+            allowance = min(allowance ?? Int.max, max - usage.tokens.outputTokens - reserved.outputTokens)
+        }
+        if let allowance {
+            guard allowance >= 16 else {
+                let left = (budget.maxTokens ?? 0) - usage.tokens.totalTokens - reserved.totalTokens
+                return refuse(
+                    .tokens,
+                    "this call needs about \(promptTokens) prompt tokens plus its reply, and the run's token budget has "
+                        + "\(Swift.max(0, left)) left")
+            }
+            maxOutput = min(maxOutput ?? 4096, allowance)
+        }
+        if let max = budget.maxInputTokens, usage.tokens.inputTokens + reserved.inputTokens + promptTokens > max {
+            return refuse(
+                .inputTokens,
+                "this prompt is about \(promptTokens) tokens and the run's input-token budget has "
+                    + "\(Swift.max(0, max - usage.tokens.inputTokens - reserved.inputTokens)) left")
+        }
+        var cost = 0.0
+        var holdsUnpricedTurn = false
+        if let max = budget.maxCostUSD {
+            let remaining = max - usage.costUSD - reserved.cost
+            if let inputCost = price(TokenUsage(inputTokens: promptTokens, outputTokens: 0)),
+                let perMillionOut = price(TokenUsage(inputTokens: 0, outputTokens: 1_000_000))
+            {
+                let perOutput = Swift.max(0, perMillionOut - (price(TokenUsage()) ?? 0)) / 1e6
+                let affordable = perOutput > 0 ? Int(((remaining - inputCost) / perOutput).rounded(.down)) : Int.max
+                guard inputCost <= remaining, affordable >= 16 else {
+                    return refuse(
+                        .cost,
+                        String(
+                            format: "this call would cost at least $%.4f and the run's cost budget has $%.4f left",
+                            inputCost + 16 * perOutput, Swift.max(0, remaining)))
+                }
+                maxOutput = min(maxOutput ?? 4096, affordable)
+                cost = price(TokenUsage(inputTokens: promptTokens, outputTokens: maxOutput ?? 0)) ?? 0
+                if cost > remaining {
+                    return refuse(
+                        .cost,
+                        String(
+                            format: "this call may cost up to $%.4f and the run's cost budget has $%.4f left", cost,
+                            Swift.max(0, remaining)))
+                }
+            } else {
+                guard await takeUnpricedTurn() else {
+                    return .refused(exhausted ?? BudgetExhausted(limit: .cost, message: "the run is over"))
+                }
+                if let exhausted {
+                    releaseUnpricedTurn()
+                    return .refused(exhausted)
+                }
+                holdsUnpricedTurn = true
+            }
+        }
+        let reservation = Reservation(
+            inputTokens: promptTokens, outputTokens: maxOutput ?? 0, cost: cost,
+            holdsUnpricedTurn: holdsUnpricedTurn)
         reserved.inputTokens += reservation.inputTokens
         reserved.outputTokens += reservation.outputTokens
         reserved.cost += reservation.cost
-        return nil
-    }
-
-    private func refusal(for reservation: Reservation) -> BudgetExhausted? {
-        func refuse(_ limit: BudgetLimit, _ message: String) -> BudgetExhausted {
-            BudgetExhausted(limit: limit, message: message)
-        }
-        if let max = budget.maxTokens,
-            usage.tokens.totalTokens + reserved.totalTokens + reservation.totalTokens > max
-        {
-            let left = max - usage.tokens.totalTokens - reserved.totalTokens
-            return refuse(
-                .tokens,
-                "this call needs about \(reservation.totalTokens) tokens (prompt and reply) and the run's token "
-                    + "budget has \(Swift.max(0, left)) left")
-        }
-        if let max = budget.maxInputTokens,
-            usage.tokens.inputTokens + reserved.inputTokens + reservation.inputTokens > max
-        {
-            return refuse(
-                .inputTokens,
-                "this prompt is about \(reservation.inputTokens) tokens and the run's input-token budget has "
-                    + "\(Swift.max(0, max - usage.tokens.inputTokens - reserved.inputTokens)) left")
-        }
-        if let max = budget.maxCostUSD, usage.costUSD + reserved.cost + reservation.cost > max {
-            return refuse(
-                .cost,
-                String(
-                    format: "this call may cost up to $%.4f and the run's cost budget has $%.4f left",
-                    reservation.cost, Swift.max(0, max - usage.costUSD - reserved.cost)))
-        }
-        return nil
+        return .reserved(reservation, maxOutputTokens: maxOutput)
     }
 
     /// Ends a reservation; the call's real usage is recorded with ``record(_:cost:isSubcall:)``.
@@ -187,45 +238,73 @@ actor BudgetTracker {
         reserved.inputTokens -= reservation.inputTokens
         reserved.outputTokens -= reservation.outputTokens
         reserved.cost -= reservation.cost
+        if reservation.holdsUnpricedTurn { releaseUnpricedTurn() }
+    }
+
+    private func takeUnpricedTurn() async -> Bool {
+        if !unpricedTurnTaken {
+            unpricedTurnTaken = true
+            return true
+        }
+        return await wait(in: .unpricedTurn, timeout: nil)
+    }
+
+    private func releaseUnpricedTurn() {
+        if !grantNext(in: .unpricedTurn) { unpricedTurnTaken = false }
     }
 
     /// Child sandboxes alive now, and children waiting for a slot.
     private var liveChildren = 0
-    private var slotWaiters: [(id: UInt64, continuation: CheckedContinuation<Bool, Never>)] = []
     private var nextWaiter: UInt64 = 0
 
-    /// Takes a slot for a child RLM's sandbox, waiting up to `timeout` for one to free up.
+    /// Takes a slot for a child RLM's sandbox, waiting up to `timeout` for one to free up. A cancelled wait (the run
+    /// was stopped) ends at once.
     /// - Returns: whether a slot was taken (then call ``releaseChildSlot()`` when the child is closed).
     func acquireChildSlot(timeout: Duration) async -> Bool {
         if liveChildren < budget.maxLiveSandboxes - 1 {
             liveChildren += 1
             return true
         }
-        let id = nextWaiter
-        nextWaiter += 1
-        let timer = Task { [weak self] in
-            try? await Task.sleep(for: timeout)
-            await self?.expireWaiter(id)
-        }
-        let granted = await withCheckedContinuation { continuation in
-            slotWaiters.append((id, continuation))
-        }
-        timer.cancel()
-        return granted
+        return await wait(in: .childSlot, timeout: timeout)
     }
 
     /// Gives a child's slot back, to the longest waiter if there is one.
     func releaseChildSlot() {
-        if slotWaiters.isEmpty {
-            liveChildren -= 1
-        } else {
-            slotWaiters.removeFirst().continuation.resume(returning: true)
+        if !grantNext(in: .childSlot) { liveChildren -= 1 }
+    }
+
+    /// Waits in a queue until granted (`true`), or until the timeout, cancellation or the end of the run (`false`).
+    private func wait(in queue: Queue, timeout: Duration?) async -> Bool {
+        if finished || Task.isCancelled { return false }
+        let id = nextWaiter
+        nextWaiter += 1
+        let timer = timeout.map { timeout in
+            Task { [weak self] in
+                try? await Task.sleep(for: timeout)
+                await self?.expireWaiter(id, in: queue)
+            }
+        }
+        defer { timer?.cancel() }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                queues[queue, default: []].append((id, continuation))
+            }
+        } onCancel: {
+            Task { [weak self] in await self?.expireWaiter(id, in: queue) }
         }
     }
 
-    private func expireWaiter(_ id: UInt64) {
-        guard let index = slotWaiters.firstIndex(where: { $0.id == id }) else { return }
-        slotWaiters.remove(at: index).continuation.resume(returning: false)
+    private func expireWaiter(_ id: UInt64, in queue: Queue) {
+        guard let index = queues[queue]?.firstIndex(where: { $0.id == id }) else { return }
+        queues[queue]?.remove(at: index).continuation.resume(returning: false)
+    }
+
+    /// Hands the freed slot or turn to the longest waiter; `false` when nobody waits.
+    private func grantNext(in queue: Queue) -> Bool {
+        guard let first = queues[queue]?.first else { return false }
+        queues[queue]?.removeFirst()
+        first.continuation.resume(returning: true)
+        return true
     }
 
     /// Counts `count` sub-calls about to be made; throws when that would pass the limit.
@@ -258,9 +337,8 @@ actor BudgetTracker {
     /// The run is over: wakes every waiter (children waiting for a sandbox slot get none).
     func finish() {
         finished = true
-        let slotWaiting = slotWaiters
-        slotWaiters = []
-        slotWaiting.forEach { $0.continuation.resume(returning: false) }
+        for waiter in queues.values.joined() { waiter.continuation.resume(returning: false) }
+        queues = [:]
         let waiting = waiters
         waiters = []
         waiting.forEach { $0.resume(returning: exhausted) }

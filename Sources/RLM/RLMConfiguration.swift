@@ -34,7 +34,8 @@ public struct RLMConfiguration: Sendable {
     /// often answer "42" when asked for their final answer; off by default (the contract wants `FINAL`).
     public var acceptBareLastAnswer: Bool
     /// Price of a model call in USD, from the server-reported model name and its usage.
-    public var cost: @Sendable (_ model: String, _ usage: TokenUsage) -> Double
+    /// `nil` when the price is unknown: under a cost budget, calls to such a model then go out one at a time.
+    public var cost: @Sendable (_ model: String, _ usage: TokenUsage) -> Double?
     /// Receives every event of every run.
     public var onEvent: RLMEventHandler?
     /// The root model's context window in tokens, for trimming the history (defaults to the model's own, else 32k).
@@ -67,6 +68,14 @@ public struct RLMConfiguration: Sendable {
         self.historyWindowTokens = nil
     }
 
+    /// What a call to `model` with `usage` would cost, when known: the model's own price, else the table's by its id.
+    /// - Parameters:
+    ///   - usage: the tokens of the call.
+    ///   - model: the model.
+    public func estimatedCost(of usage: TokenUsage, model: any LanguageModel) -> Double? {
+        model.estimatedCost(of: usage) ?? cost(model.modelID ?? model.name, usage)
+    }
+
     /// The model `llm_query` uses when the code names none.
     public var subcallModel: any LanguageModel { subModel ?? rootModel }
 
@@ -88,7 +97,7 @@ public struct RLMConfiguration: Sendable {
     /// The cost of one completion in USD: what the provider reported, else the price table's estimate.
     /// - Parameter completion: a finished model call.
     public func cost(of completion: Completion) -> Double {
-        completion.reportedCostUSD ?? cost(completion.model, completion.usage)
+        completion.reportedCostUSD ?? cost(completion.model, completion.usage) ?? 0
     }
 
     /// Settings for small local models (Qwen2.5-Coder 0.5B/1.5B on one CPU thread), from watching them work: run code

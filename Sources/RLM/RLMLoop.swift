@@ -219,6 +219,7 @@ actor RLMLoop {
                 tracker: tracker)
             {
             case .refused(let reason):
+                if depth > 0 { throw ChildCallRefused(reason: reason) }
                 await tracker.trip(reason.limit, "the next model call was not sent: \(reason.message)")
                 throw await tracker.exhausted ?? reason
             case .reserved(let granted, let cap):

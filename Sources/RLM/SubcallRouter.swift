@@ -68,6 +68,11 @@ struct SubcallRouter: SubcallHandler {
             let outcome: RLMLoop.Outcome
             do {
                 outcome = try await child.answer(query: prompt, tracker: tracker)
+            } catch let refused as ChildCallRefused {
+                // A child's call that would cross the budget ends the child, not the run: the parent's code reads why.
+                await child.close()
+                await tracker.releaseChildSlot()
+                return .text("Error: the sub-RLM stopped: its next model call was not sent: \(refused.reason.message).")
             } catch {
                 await child.close()
                 await tracker.releaseChildSlot()
@@ -95,8 +100,7 @@ struct SubcallRouter: SubcallHandler {
         }
         let reservation: BudgetTracker.Reservation
         let maxOutput: Int?
-        switch await Self.reserve(
-            promptTokens: promptTokens, model: model, configuration: configuration, tracker: tracker)
+        switch await Self.reserve(promptTokens: promptTokens, model: model, configuration: configuration, tracker: tracker)
         {
         case .refused(let reason):
             return "Error: this call was not sent: \(reason.message). Send a shorter prompt or fewer calls."
@@ -120,37 +124,13 @@ struct SubcallRouter: SubcallHandler {
         }
     }
 
-    enum ReservationOutcome: Sendable {
-        case reserved(BudgetTracker.Reservation, maxOutputTokens: Int?)
-        case refused(BudgetExhausted)
-    }
-
-    /// Reserves a call's tokens and cost before it is sent. With a token or cost budget, the reply is capped too
-    /// (`max_tokens`), so the reservation bounds what the call can really spend.
+    /// Reserves a call's tokens and cost before it is sent (see ``BudgetTracker/reserve(promptTokens:configuredMaxOutput:price:)``).
     static func reserve(
         promptTokens: Int, model: any LanguageModel, configuration: RLMConfiguration, tracker: BudgetTracker
-    ) async -> ReservationOutcome {
-        let budget = configuration.budget
-        var maxOutput = configuration.maxOutputTokens
-        if let allowance = await tracker.outputAllowance(promptTokens: promptTokens) {
-            guard allowance >= 16 else {
-                return .refused(
-                    BudgetExhausted(
-                        limit: .tokens,
-                        message: "this prompt is about \(promptTokens) tokens and the run's token budget has "
-                            + "\(max(0, allowance + promptTokens)) left"))
-            }
-            maxOutput = min(maxOutput ?? 4096, allowance)
-        } else if budget.maxCostUSD != nil {
-            maxOutput = maxOutput ?? 4096
-        }
-        let outputBound = maxOutput ?? 0
-        let usage = TokenUsage(inputTokens: promptTokens, outputTokens: outputBound)
-        let cost =
-            budget.maxCostUSD == nil ? 0 : (model.estimatedCost(of: usage) ?? configuration.cost(model.name, usage))
-        let reservation = BudgetTracker.Reservation(inputTokens: promptTokens, outputTokens: outputBound, cost: cost)
-        if let refusal = await tracker.reserve(reservation) { return .refused(refusal) }
-        return .reserved(reservation, maxOutputTokens: maxOutput)
+    ) async -> BudgetTracker.ReservationOutcome {
+        await tracker.reserve(
+            promptTokens: promptTokens, configuredMaxOutput: configuration.maxOutputTokens,
+            price: { usage in configuration.estimatedCost(of: usage, model: model) })
     }
 
     func queryBatch(_ prompts: [String], model: any LanguageModel) async throws -> [String] {
@@ -208,4 +188,9 @@ func estimateTokens(_ text: String) -> Int {
 
 func cut(_ text: String, _ limit: Int = 2000) -> String {
     Prompts.headTail(text, limit: limit)
+}
+
+/// A child RLM's model call would cross the run's budget: the child stops and its parent's cell is told why.
+struct ChildCallRefused: Error {
+    var reason: BudgetExhausted
 }

@@ -72,6 +72,9 @@ public struct AnthropicModel: LanguageModel, CustomReflectable {
     /// `provider:model`, e.g. `anthropic:claude-sonnet-4-20250514`.
     public var name: String { "\(configuration.providerName):\(configuration.defaultModel)" }
 
+    /// The model id requests name (the configuration's default model).
+    public var modelID: String? { configuration.defaultModel }
+
     /// Shows the configuration (which hides the key) and nothing of the HTTP machinery.
     public var customMirror: Mirror {
         Mirror(self, children: ["name": name, "configuration": configuration], displayStyle: .struct)

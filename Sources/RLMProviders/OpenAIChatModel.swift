@@ -79,6 +79,9 @@ public struct OpenAIChatModel: LanguageModel, CustomReflectable {
     /// `provider:model`, e.g. `openai:gpt-4o-mini` or `local:qwen2.5-7b`.
     public var name: String { "\(configuration.providerName):\(configuration.defaultModel)" }
 
+    /// The model id requests name (the configuration's default model).
+    public var modelID: String? { configuration.defaultModel }
+
     /// Shows the configuration (which hides the key) and nothing of the HTTP machinery.
     public var customMirror: Mirror {
         Mirror(self, children: ["name": name, "configuration": configuration], displayStyle: .struct)

@@ -62,7 +62,7 @@ public struct RetryPolicy: Sendable, Hashable {
         if let milliseconds = headers.first(name: "retry-after-ms").flatMap({ Double($0.trimmed) }),
             milliseconds.isFinite, milliseconds >= 0
         {
-            return .milliseconds(Int64(milliseconds.rounded(.up)))
+            return .milliseconds(Int64(min(milliseconds, 86_400_000).rounded(.up)))
         }
         guard let value = headers.first(name: "retry-after")?.trimmed, !value.isEmpty else { return nil }
         if let seconds = Double(value) {

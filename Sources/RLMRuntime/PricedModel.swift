@@ -10,6 +10,7 @@ struct PricedModel: LanguageModel {
 
     var name: String { base.name }
     var contextWindow: Int? { base.contextWindow }
+    var modelID: String? { base.modelID }
 
     func estimatedCost(of usage: TokenUsage) -> Double? { price?.cost(of: usage) }
 

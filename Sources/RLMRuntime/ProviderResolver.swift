@@ -79,12 +79,17 @@ public struct ResolvedModels: Sendable {
 /// Turns ``RuntimeOptions`` and the environment into ``ResolvedModels``.
 ///
 /// Which provider, when `--provider` is not given:
-/// 1. With a base URL (`--base-url`, else `OPENAI_BASE_URL` or `ANTHROPIC_BASE_URL`): the URL's wire format when the
-///    host says it (`api.anthropic.com` is Anthropic; `api.openai.com`, `openrouter.ai` are OpenAI-compatible);
-///    otherwise the wire format of the only key that is set, and OpenAI-compatible when none or both are
-///    (`ANTHROPIC_BASE_URL` alone means Anthropic).
-/// 2. Without one: OpenAI when `OPENAI_API_KEY` is set, else Anthropic when `ANTHROPIC_API_KEY` is, else the offline
-///    local model (and a note says so).
+/// 1. With `--base-url`: the URL's wire format when the host says it (`api.anthropic.com` is Anthropic;
+///    `api.openai.com`, `openrouter.ai` are OpenAI-compatible), else Anthropic when only `ANTHROPIC_API_KEY` is set,
+///    else OpenAI-compatible.
+/// 2. Else `OPENAI_BASE_URL` / `ANTHROPIC_BASE_URL` name their own wire format (both set: OpenAI's, unless only
+///    `ANTHROPIC_API_KEY` is set).
+/// 3. Else OpenAI when `OPENAI_API_KEY` is set, Anthropic when `ANTHROPIC_API_KEY` is, else the offline model (and a
+///    note says so).
+///
+/// Which key goes where: `OPENAI_API_KEY` only to api.openai.com or `OPENAI_BASE_URL`, `ANTHROPIC_API_KEY` only to
+/// api.anthropic.com or `ANTHROPIC_BASE_URL`, `OPENROUTER_API_KEY` to openrouter.ai, and any variable named by
+/// `--api-key-env` to the base URL.
 public enum ProviderResolver {
     /// Resolves the run's models. Reads keys from `environment` (and the `.env` file when the options name one);
     /// makes no network call.
@@ -133,34 +138,75 @@ public enum ProviderResolver {
         var rootNeedsDiscovery = false
         let rootEndpoint: ModelEndpoint
         let rootName: String
+        // A key goes only where it belongs: to its provider's own host, to the base URL configured beside it
+        // (`OPENAI_BASE_URL` / `ANTHROPIC_BASE_URL`), or wherever `--api-key-env NAME` sends it. An OpenAI key in the
+        // environment is never sent to a `--base-url` that merely points at some other server (an Ollama on the LAN,
+        // a proxy over plain HTTP).
+        let namedKey = try options.apiKeyVariable.map { variable -> String in
+            guard let key = try APIKeys.resolve(variable, environment: environment, dotEnv: dotEnv) else {
+                throw RuntimeError.usage("--api-key-env \(variable): \(variable) (or \(variable)_FILE) is not set")
+            }
+            secrets.append(key)
+            return key
+        }
         switch provider {
         case .openai:
             let url = options.baseURL ?? openAIBase ?? "https://api.openai.com/v1"
             let host = Self.host(of: url)
             let isOpenAI = host == "api.openai.com"
-            let isHosted = isOpenAI || host == "openrouter.ai" || host.hasSuffix(".openrouter.ai")
-            if isHosted && openAIKey == nil {
+            let isOpenRouter = host == "openrouter.ai" || host.hasSuffix(".openrouter.ai")
+            var key: String?
+            var keySource: String?
+            if let namedKey {
+                (key, keySource) = (namedKey, options.apiKeyVariable)
+            } else if isOpenRouter {
+                key = try APIKeys.resolve("OPENROUTER_API_KEY", environment: environment, dotEnv: dotEnv)
+                keySource = "OPENROUTER_API_KEY"
+                if let key { secrets.append(key) }
+            } else if isOpenAI || options.baseURL == nil {
+                (key, keySource) = (openAIKey, "OPENAI_API_KEY")
+            } else if openAIKey != nil {
+                notes.append(
+                    "OPENAI_API_KEY is not sent to \(host) (only to api.openai.com or OPENAI_BASE_URL); "
+                        + "pass --api-key-env OPENAI_API_KEY to send it")
+            }
+            if (isOpenAI || isOpenRouter) && key == nil {
+                let variable = isOpenRouter ? "OPENROUTER_API_KEY" : "OPENAI_API_KEY"
                 throw LLMError(
                     .configuration,
-                    "no API key for \(host): set OPENAI_API_KEY (or OPENAI_API_KEY_FILE, or use --env-file); "
+                    "no API key for \(host): set \(variable) (or \(variable)_FILE, or use --env-file); "
                         + "keys are never taken from flags")
             }
             rootName = options.model ?? (isOpenAI ? "gpt-4o-mini" : "")
             rootNeedsDiscovery = options.model == nil && !isOpenAI
             var configuration = OpenAIChatModel.Configuration(
-                baseURL: url, apiKey: openAIKey, defaultModel: rootName, contextWindow: options.contextWindow)
+                baseURL: url, apiKey: key, keySource: keySource, defaultModel: rootName,
+                contextWindow: options.contextWindow)
             configuration.providerName = isOpenAI ? "openai" : "openai-compatible"
             rootEndpoint = .openAI(configuration)
         case .anthropic:
             let url = options.baseURL ?? anthropicBase ?? "https://api.anthropic.com"
-            if Self.host(of: url) == "api.anthropic.com" && anthropicKey == nil {
+            let host = Self.host(of: url)
+            let isAnthropic = host == "api.anthropic.com"
+            var key: String?
+            var keySource: String?
+            if let namedKey {
+                (key, keySource) = (namedKey, options.apiKeyVariable)
+            } else if isAnthropic || options.baseURL == nil {
+                (key, keySource) = (anthropicKey, "ANTHROPIC_API_KEY")
+            } else if anthropicKey != nil {
+                notes.append(
+                    "ANTHROPIC_API_KEY is not sent to \(host) (only to api.anthropic.com or ANTHROPIC_BASE_URL); "
+                        + "pass --api-key-env ANTHROPIC_API_KEY to send it")
+            }
+            if isAnthropic && key == nil {
                 throw LLMError(
                     .configuration,
                     "no Anthropic API key: set ANTHROPIC_API_KEY (or ANTHROPIC_API_KEY_FILE, or use --env-file); "
                         + "keys are never taken from flags")
             }
             var configuration = AnthropicModel.Configuration(
-                baseURL: url, apiKey: anthropicKey, contextWindow: options.contextWindow ?? 200_000)
+                baseURL: url, apiKey: key, keySource: keySource, contextWindow: options.contextWindow ?? 200_000)
             if let model = options.model { configuration.defaultModel = model }
             rootName = configuration.defaultModel
             rootEndpoint = .anthropic(configuration)
@@ -185,6 +231,21 @@ public enum ProviderResolver {
         if options.model.flatMap({ callable[$0] }) != nil { rootNeedsDiscovery = false }
         let sub = options.subModel.map { (name: $0, endpoint: place($0)) }
         for name in options.allowedModels { callable[name] = place(name) }
+        // The offline provider serves one model per run (one llama.cpp server, one CPU thread): any other name must
+        // live elsewhere, in the models file.
+        if case .local = root.endpoint {
+            let strays = ([sub.map { ("--sub-model", $0.name, $0.endpoint) }].compactMap { $0 }
+                + options.allowedModels.map { ("--allow-model", $0, callable[$0]!) })
+                .filter { _, name, endpoint in
+                    if case .local = endpoint { return name != rootName }
+                    return false
+                }
+            if let (flag, name, _) = strays.first {
+                throw RuntimeError.usage(
+                    "\(flag) \(name): the offline model serves one model per run (\(rootName)); place '\(name)' on "
+                        + "another provider with a models file (--models FILE) or drop \(flag)")
+            }
+        }
         if !rootName.isEmpty { callable[rootName] = root.endpoint }
         if let sub { callable[sub.name] = sub.endpoint }
         return ResolvedModels(
@@ -220,7 +281,7 @@ public enum ProviderResolver {
         }
         if let key { secrets.append(key) }
         switch entry.provider {
-        case .openai, .local:
+        case .openai, .local:  // ModelsFile refuses `local`; the case is here for exhaustiveness only
             var configuration = OpenAIChatModel.Configuration(
                 baseURL: entry.baseURL ?? "https://api.openai.com/v1", apiKey: key, keySource: entry.keyVariable,
                 defaultModel: entry.model, contextWindow: entry.contextWindow)

@@ -196,7 +196,7 @@ public struct RLMRuntime: Sendable {
         configuration.batchConcurrency = options.batchConcurrency
         if models.isLocal { configuration.tuneForSmallModels() }
         let pricing = plan.pricing
-        configuration.cost = { model, usage in pricing.cost(of: usage, model: model) ?? 0 }
+        configuration.cost = { model, usage in pricing.cost(of: usage, model: model) }
         return configuration
     }
 

@@ -31,6 +31,9 @@ public struct RuntimeOptions: Sendable, Hashable {
     public var contextWindow: Int?
     /// An opt-in `.env` file to read keys from.
     public var envFile: String?
+    /// The environment variable whose key is sent to the base URL (`--api-key-env`). Without it, `OPENAI_API_KEY`
+    /// and `ANTHROPIC_API_KEY` go only to their providers' own hosts or to the `*_BASE_URL` set beside them.
+    public var apiKeyVariable: String?
     /// A JSON price table merged over the bundled one.
     public var pricesFile: String?
     /// The offline model used by the local provider.
@@ -54,16 +57,20 @@ public struct RuntimeOptions: Sendable, Hashable {
     public var cellTimeout: Duration
     /// Concurrent prompts per `llm_query_batched`.
     public var batchConcurrency: Int
+    /// Sandboxes alive at once in a run (the root's and its children's).
+    public var maxLiveSandboxes: Int
 
     /// - Parameters: as the properties; every one has the CLI's default.
     public init(
         provider: ProviderKind? = nil, baseURL: String? = nil, model: String? = nil, subModel: String? = nil,
         allowedModels: [String] = [], modelsFile: String? = nil, contextWindow: Int? = nil, envFile: String? = nil,
+        apiKeyVariable: String? = nil,
         pricesFile: String? = nil, localModel: String = "qwen2.5-coder-1.5b", python: String = "/usr/bin/python3",
         maxIterations: Int = 20, maxDepth: Int = 1, maxTokens: Int? = nil, maxCostUSD: Double? = nil,
         timeout: Duration? = nil, maxSubcalls: Int? = nil, cellTimeout: Duration = .seconds(60),
-        batchConcurrency: Int = 16
+        batchConcurrency: Int = 16, maxLiveSandboxes: Int = 5
     ) {
+        self.maxLiveSandboxes = maxLiveSandboxes
         self.provider = provider
         self.baseURL = baseURL
         self.model = model
@@ -72,6 +79,7 @@ public struct RuntimeOptions: Sendable, Hashable {
         self.modelsFile = modelsFile
         self.contextWindow = contextWindow
         self.envFile = envFile
+        self.apiKeyVariable = apiKeyVariable
         self.pricesFile = pricesFile
         self.localModel = localModel
         self.python = python
@@ -89,7 +97,7 @@ public struct RuntimeOptions: Sendable, Hashable {
     public var budget: Budget {
         Budget(
             maxIterations: maxIterations, maxDepth: maxDepth, maxTokens: maxTokens, maxCostUSD: maxCostUSD,
-            maxWallTime: timeout, maxSubcalls: maxSubcalls)
+            maxWallTime: timeout, maxSubcalls: maxSubcalls, maxLiveSandboxes: maxLiveSandboxes)
     }
 
     /// Checks the values a user typed; the message names the flag.
@@ -103,8 +111,14 @@ public struct RuntimeOptions: Sendable, Hashable {
         if let maxSubcalls, maxSubcalls < 0 { throw RuntimeError.usage("--max-subcalls must be 0 or more") }
         guard cellTimeout > .zero else { throw RuntimeError.usage("--cell-timeout must be positive") }
         guard batchConcurrency >= 1 else { throw RuntimeError.usage("--batch-concurrency must be at least 1") }
+        guard maxLiveSandboxes >= 1 else { throw RuntimeError.usage("--max-sandboxes must be at least 1") }
         if let contextWindow, contextWindow < 256 {
             throw RuntimeError.usage("--context-window must be at least 256 tokens")
+        }
+        if let variable = apiKeyVariable,
+            variable.isEmpty || variable.contains(where: { !($0.isLetter || $0.isNumber || $0 == "_") })
+        {
+            throw RuntimeError.usage("--api-key-env must name an environment variable, such as OPENROUTER_API_KEY")
         }
         for name in allowedModels + [model, subModel].compactMap({ $0 })
         where name.isEmpty || name.count > 200 || name.contains(where: \.isNewline) {

@@ -50,6 +50,9 @@ public final class ScriptedModel: LanguageModel {
         }
     }
 
+    /// The model's name, which is also its id for price lookups.
+    public var modelID: String? { name }
+
     /// The conversations received, in order.
     public var requests: [[ChatMessage]] { log.withLock { $0.map(\.messages) } }
 

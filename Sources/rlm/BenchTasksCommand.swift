@@ -198,7 +198,7 @@ struct TasksBench: AsyncParsableCommand {
         var out: String?
 
         func validate() throws {
-            if let timeout, timeout <= 0 { throw ValidationError("--timeout must be positive") }
+            if let timeout { _ = try seconds(timeout, flag: "--timeout") }
             guard baselineReplyTokens >= 16 else {
                 throw ValidationError("--baseline-reply-tokens must be at least 16")
             }
@@ -229,7 +229,7 @@ struct TasksBench: AsyncParsableCommand {
                         configuration: configuration,
                         options: BenchRunner.Options(
                             runRLM: rlm, runBaseline: baseline,
-                            taskTimeout: timeout.map { .milliseconds(Int64($0 * 1000)) },
+                            taskTimeout: timeout.flatMap { Duration(userSeconds: $0) },
                             baselineReplyTokens: baselineReplyTokens))
                     // Per-task trajectories go through the runtime, so they are redacted exactly as `rlm run`'s.
                     let display = BenchProgress(maxIterations: modelOptions.maxIterations) { task in

@@ -12,10 +12,11 @@ struct ModelOptions: ParsableArguments {
         help: ArgumentHelp(
             "openai (any OpenAI-compatible server), anthropic, or local (offline llama.cpp).",
             discussion: """
-                Without --provider: with a base URL (--base-url, else OPENAI_BASE_URL or ANTHROPIC_BASE_URL), the \
-                URL's wire format when its host says it (api.anthropic.com: anthropic; api.openai.com, \
-                openrouter.ai: openai), else the wire format of the only key that is set, else openai; without a \
-                base URL, openai when OPENAI_API_KEY is set, else anthropic when ANTHROPIC_API_KEY is, else local.
+                Without --provider: with --base-url, its host's wire format when the host says it \
+                (api.anthropic.com: anthropic; api.openai.com, openrouter.ai: openai), else anthropic when only \
+                ANTHROPIC_API_KEY is set, else openai; otherwise OPENAI_BASE_URL / ANTHROPIC_BASE_URL name their own \
+                wire format (both set: OpenAI's unless only ANTHROPIC_API_KEY is set); otherwise openai when \
+                OPENAI_API_KEY is set, else anthropic when ANTHROPIC_API_KEY is, else local.
                 """))
     var provider: ProviderKind?
 
@@ -48,6 +49,15 @@ struct ModelOptions: ParsableArguments {
     var envFile: String?
 
     @Option(
+        help: ArgumentHelp(
+            "The environment variable whose key is sent to --base-url (the variable's name, never the key).",
+            discussion: """
+                Without it OPENAI_API_KEY goes only to api.openai.com or to OPENAI_BASE_URL, ANTHROPIC_API_KEY only to \
+                api.anthropic.com or ANTHROPIC_BASE_URL, and OPENROUTER_API_KEY to openrouter.ai.
+                """))
+    var apiKeyEnv: String?
+
+    @Option(
         help:
             "A JSON price table merged over the bundled one: {\"model\": {\"input\": USD per 1M, \"output\": USD per 1M}}."
     )
@@ -71,17 +81,35 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Concurrent prompts per llm_query_batched.")
     var batchConcurrency: Int = 16
 
+    @Option(help: "Sandboxes alive at once in a run: the root's plus its rlm_query children's (children beyond wait).")
+    var maxSandboxes: Int = 5
+
+    func validate() throws {
+        _ = try seconds(cellTimeout, flag: "--cell-timeout")
+        guard maxSandboxes >= 1 else { throw ValidationError("--max-sandboxes must be at least 1") }
+    }
+
     /// The runtime's options, with the budgets only `rlm run` has.
     func runtimeOptions(
         maxTokens: Int? = nil, maxCost: Double? = nil, timeout: Double? = nil, maxSubcalls: Int? = nil
     ) -> RuntimeOptions {
         RuntimeOptions(
             provider: provider, baseURL: baseURL, model: model, subModel: subModel, allowedModels: allowModel,
-            modelsFile: models, contextWindow: contextWindow, envFile: envFile, pricesFile: prices,
+            modelsFile: models, contextWindow: contextWindow, envFile: envFile, apiKeyVariable: apiKeyEnv,
+            pricesFile: prices,
             localModel: localModel, python: python, maxIterations: maxIterations, maxDepth: maxDepth,
-            maxTokens: maxTokens, maxCostUSD: maxCost, timeout: timeout.map { .milliseconds(Int64($0 * 1000)) },
+            maxTokens: maxTokens, maxCostUSD: maxCost, timeout: timeout.flatMap { Duration(userSeconds: $0) },
             maxSubcalls: maxSubcalls,
-            cellTimeout: cellTimeout > 0 ? .milliseconds(Int64(cellTimeout * 1000)) : .zero,
-            batchConcurrency: batchConcurrency)
+            cellTimeout: Duration(userSeconds: cellTimeout) ?? .seconds(60),
+            batchConcurrency: batchConcurrency, maxLiveSandboxes: maxSandboxes)
     }
+}
+
+/// A number of seconds from a flag, as a `Duration`: positive, finite and at most a year, or a usage error naming
+/// the flag (so `inf` or `1e300` never reach a conversion that would trap).
+func seconds(_ value: Double, flag: String) throws -> Duration {
+    guard let duration = Duration(userSeconds: value) else {
+        throw ValidationError("\(flag) must be a positive number of seconds (at most a year), not \(value)")
+    }
+    return duration
 }

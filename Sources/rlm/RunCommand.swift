@@ -48,6 +48,7 @@ struct RunCommand: AsyncParsableCommand {
     var query: String
 
     func validate() throws {
+        if let timeout { _ = try seconds(timeout, flag: "--timeout") }
         guard !query.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
             throw ValidationError("the question is empty")
         }

@@ -42,7 +42,7 @@ struct SandboxOptions: ParsableArguments {
         var configuration = ProcessSandbox.Configuration()
         configuration.memoryLimitBytes = memory << 20
         configuration.pythonPath = python
-        configuration.cellTimeout = .milliseconds(Int64(timeout * 1000))
+        configuration.cellTimeout = Duration(userSeconds: timeout) ?? .seconds(30)
         return ProcessSandbox(configuration: configuration)
     }
 }
@@ -68,7 +68,7 @@ struct SandboxExec: AsyncParsableCommand {
     var file: String = "-"
 
     func validate() throws {
-        guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
+        _ = try seconds(timeout, flag: "--timeout")
     }
 
     func run() async throws {
@@ -84,7 +84,7 @@ struct SandboxExec: AsyncParsableCommand {
         do {
             let sandbox = try options.makeSandbox(timeout: timeout)
             result = try await sandbox.withSession { session in
-                try await session.run(code, timeout: .milliseconds(Int64(timeout * 1000)))
+                try await session.run(code, timeout: Duration(userSeconds: timeout))
             }
         } catch let error as SandboxError {
             printError("rlm: \(error)")

@@ -56,7 +56,7 @@ struct SandboxREPL: AsyncParsableCommand {
         while let cell = readCell(interactive: interactive) {
             if cell.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty { continue }
             do {
-                let result = try await session.run(cell, timeout: .milliseconds(Int64(timeout * 1000)))
+                let result = try await session.run(cell, timeout: Duration(userSeconds: timeout))
                 writeOut(result.stdout)
                 var stderr = result.stderr
                 if let error = result.error {

@@ -157,8 +157,8 @@ struct CLITests {
         configuration.expectedAPIKey = "sk-right-key-000000"
         try await FakeLLMServer.withServer(configuration: configuration, .always(.text("FINAL(x)"))) { server in
             let result = try await runRLM(
-                ["run", "--base-url", server.openAIBaseURL, "q"],
-                environment: ["OPENAI_API_KEY": "sk-wrong-key-1111111"])
+                ["run", "--model", "m", "q"],
+                environment: ["OPENAI_API_KEY": "sk-wrong-key-1111111", "OPENAI_BASE_URL": server.openAIBaseURL])
             #expect(result.status == 2)
             #expect(result.stderr.contains("OPENAI_API_KEY"))
             #expect(!result.stderr.contains("sk-wrong-key-1111111"))
@@ -186,7 +186,8 @@ struct CLITests {
         configuration.expectedAPIKey = "sk-from-file-22222222"
         try await FakeLLMServer.withServer(configuration: configuration, .always(.text("FINAL(yes)"))) { server in
             let result = try await runRLM(
-                ["run", "--base-url", server.openAIBaseURL, "q"], environment: ["OPENAI_API_KEY_FILE": keyFile])
+                ["run", "--model", "m", "q"],
+                environment: ["OPENAI_API_KEY_FILE": keyFile, "OPENAI_BASE_URL": server.openAIBaseURL])
             #expect(result.status == 0, "\(result.stderr)")
             #expect(result.stdout == "yes\n")
         }

@@ -51,10 +51,50 @@ struct RunOutcomeTests {
         configuration.expectedAPIKey = "sk-the-right-one"
         try await FakeLLMServer.withServer(configuration: configuration, .echo()) { server in
             let result = try await runRLM(
-                ["run", "--base-url", server.openAIBaseURL, "--model", "m", "--json", "q"], environment: Self.key)
+                [
+                    "run", "--base-url", server.openAIBaseURL, "--api-key-env", "OPENAI_API_KEY", "--model", "m",
+                    "--json",
+                    "q",
+                ],
+                environment: Self.key)
             try expectJSONError(result, kind: "unauthorized", status: 2, mentions: "OPENAI_API_KEY")
             #expect(!result.stdout.contains("sk-test-0123456789"))
         }
+    }
+
+    @Test func anAmbientKeyIsNotSentToAnotherServer() async throws {
+        try await FakeLLMServer.withServer(scriptedHandler(steps: ["FINAL(1)"])) { server in
+            let result = try await runRLM(
+                ["run", "--base-url", server.openAIBaseURL, "--model", "m", "q"], environment: Self.key)
+            #expect(result.status == 0, "\(result.stderr)")
+            #expect(result.stderr.contains("OPENAI_API_KEY is not sent"))
+            let sent = await server.requests.flatMap(\.headers).filter { $0.name.lowercased() == "authorization" }
+            #expect(sent.isEmpty, "\(sent)")
+            #expect(
+                !(await server.requests.contains { $0.headers.contains { $0.value.contains("sk-test-0123456789") } }))
+        }
+        // Named, it is sent.
+        var configuration = FakeLLMServer.Configuration()
+        configuration.expectedAPIKey = "sk-test-0123456789"
+        try await FakeLLMServer.withServer(configuration: configuration, scriptedHandler(steps: ["FINAL(1)"])) {
+            server in
+            let result = try await runRLM(
+                ["run", "--base-url", server.openAIBaseURL, "--api-key-env", "OPENAI_API_KEY", "--model", "m", "q"],
+                environment: Self.key)
+            #expect(result.status == 0, "\(result.stderr)")
+        }
+    }
+
+    @Test(arguments: [
+        (["run", "--json"], "query"),
+        (["run", "--max-tokens", "abc", "--json", "q"], "max-tokens"),
+        (["run", "--timeout", "inf", "--json", "q"], "--timeout"),
+        (["run", "--cell-timeout", "1e300", "--json", "q"], "--cell-timeout"),
+        (["run", "--json", "   "], "empty"),
+    ])
+    func everyUsageErrorIsOneJSONObject(arguments: [String], mentions: String) async throws {
+        let result = try await runRLM(arguments, environment: Self.key)
+        try expectJSONError(result, kind: "usage", status: 2, mentions: mentions)
     }
 
     @Test func aSpentBudgetIsJSONWithExitThree() async throws {

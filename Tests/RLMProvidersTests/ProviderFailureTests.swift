@@ -276,7 +276,7 @@ struct ProviderFailureTests {
             #expect(error?.kind == .timeout)
             #expect(error?.message.contains("total timeout") == true)
             #expect(elapsed >= .seconds(1) && elapsed < .seconds(30), "took \(elapsed)")
-            #expect(await server.requests.count == 1)
+            #expect(await server.requests.count <= 1, "no retry after the total timeout")
         }
     }
 

@@ -53,6 +53,11 @@ struct ProviderResolverTests {
         Case(
             description: "--provider wins", options: RuntimeOptions(provider: .local),
             environment: ["OPENAI_API_KEY": "sk-a"], provider: .local),
+        Case(
+            description: "OPENAI_BASE_URL names its wire format even beside an Anthropic key",
+            options: RuntimeOptions(),
+            environment: ["OPENAI_BASE_URL": "http://127.0.0.1:8000/v1", "ANTHROPIC_API_KEY": "sk-b"],
+            provider: .openai),
     ]
 
     @Test(arguments: cases)
@@ -77,6 +82,50 @@ struct ProviderResolverTests {
             Issue.record("expected an error")
         } catch {
             #expect("\(error)".contains("ANTHROPIC_API_KEY"))
+        }
+    }
+
+    /// A key goes only where it belongs: its provider's host, the base URL configured beside it, or where
+    /// `--api-key-env` sends it.
+    @Test func keysGoOnlyWhereTheyBelong() throws {
+        func key(_ options: RuntimeOptions, _ environment: [String: String]) throws -> Bool {
+            guard
+                case .openAI(let configuration) = try ProviderResolver.resolve(options, environment: environment)
+                    .root.endpoint
+            else { return false }
+            return configuration.hasAPIKey
+        }
+        let ambient = ["OPENAI_API_KEY": "sk-a"]
+        #expect(try key(RuntimeOptions(model: "m"), ambient), "api.openai.com gets it")
+        #expect(try key(RuntimeOptions(model: "m"), ambient.merging(["OPENAI_BASE_URL": "http://10.0.0.5/v1"]) { $1 }))
+        #expect(!(try key(RuntimeOptions(baseURL: "http://10.0.0.5:11434", model: "m"), ambient)))
+        #expect(
+            try key(
+                RuntimeOptions(baseURL: "http://10.0.0.5:11434", model: "m", apiKeyVariable: "OPENAI_API_KEY"), ambient)
+        )
+        #expect(throws: RuntimeError.self) {
+            try ProviderResolver.resolve(
+                RuntimeOptions(baseURL: "http://10.0.0.5", model: "m", apiKeyVariable: "GATEWAY_KEY"), environment: [:])
+        }
+        let models = try ProviderResolver.resolve(
+            RuntimeOptions(baseURL: "http://10.0.0.5:11434", model: "m"), environment: ambient)
+        #expect(models.notes.contains { $0.contains("OPENAI_API_KEY is not sent") })
+        #expect(models.secrets.contains("sk-a"), "an unsent key is still redacted")
+    }
+
+    @Test func theOfflineModelServesOneModelPerRun() {
+        for options in [
+            RuntimeOptions(provider: .local, subModel: "qwen2.5-coder-0.5b"),
+            RuntimeOptions(provider: .local, allowedModels: ["judge"]),
+        ] {
+            do {
+                _ = try ProviderResolver.resolve(options, environment: [:])
+                Issue.record("expected a refusal for \(options)")
+            } catch let error as RuntimeError {
+                #expect(error.message.contains("--models"))
+            } catch {
+                Issue.record("unexpected \(error)")
+            }
         }
     }
 
@@ -152,7 +201,7 @@ struct RuntimeTests {
         // OpenRouter reports each call's cost: no table needed.
         let openRouter = RuntimeOptions(
             baseURL: "https://openrouter.ai/api/v1", model: "some/unlisted-model", maxCostUSD: 1)
-        _ = try RLMRuntime(options: openRouter, environment: ["OPENAI_API_KEY": "sk-or"]).prepare()
+        _ = try RLMRuntime(options: openRouter, environment: ["OPENROUTER_API_KEY": "sk-or"]).prepare()
         // The offline model is free.
         _ = try RLMRuntime(options: RuntimeOptions(provider: .local, maxCostUSD: 1), environment: [:]).prepare()
         // A known model is priced by the bundled table.

@@ -77,11 +77,15 @@ struct BudgetBeforeSpendingTests {
             request: .llmQueryBatched(prompts: Array(repeating: "p", count: 8), model: nil)
         ) { configuration in
             configuration.batchConcurrency = 8
-            // $10 per million tokens: each sub-call may cost up to ~$0.041 with its 4,096-token reply cap.
+            // $10 per million tokens: a sub-call may cost up to ~$0.041 with a 4,096-token reply.
             configuration.cost = { _, usage in Double(usage.totalTokens) * 10 / 1e6 }
         }
         let result = try await engine.run(query: "q", context: nil)
-        #expect(sub.requests.count == 1, "\(sub.requests.count) calls went out")
+        // The first call reserves its worst case ($0.041 with a 4,096-token reply); the second gets a reply cap that
+        // the remaining $0.009 pays for; the rest are refused.
+        #expect(sub.requests.count == 2, "\(sub.requests.count) calls went out")
+        let caps = sub.completionRequests.compactMap(\.maxOutputTokens).sorted()
+        #expect(caps.count == 2 && caps[0] < 1000 && caps[1] == 4096, "\(caps)")
         #expect(result.usage.costUSD <= 0.05)
     }
 
@@ -122,5 +126,55 @@ struct BudgetBeforeSpendingTests {
         #expect(peak.withLock { $0.peak } <= 2, "at most 2 children alive beside the root")
         #expect(peak.withLock { $0.peak } >= 1)
         #expect(sandbox.liveSessions == 0)
+    }
+}
+
+extension BudgetBeforeSpendingTests {
+    /// A model with no known price under a cost budget: its calls go out one at a time, so a wide batch overshoots
+    /// by at most one call.
+    @Test func anUnpricedModelUnderACostBudgetGoesOneCallAtATime() async throws {
+        let root = Self.rootCallingOnce()
+        let inFlight = Mutex((now: 0, peak: 0))
+        let sub = ScriptedModel(name: "sub", reportedCostUSD: 0.02) { _ in
+            inFlight.withLock { value in
+                value.now += 1
+                value.peak = max(value.peak, value.now)
+            }
+            Thread.sleep(forTimeInterval: 0.02)
+            inFlight.withLock { $0.now -= 1 }
+            return "ok"
+        }
+        let (engine, _) = Self.engine(
+            root: root, sub: sub, budget: Budget(maxCostUSD: 0.05),
+            request: .llmQueryBatched(prompts: Array(repeating: "p", count: 8), model: nil)
+        ) { configuration in
+            configuration.batchConcurrency = 8
+            configuration.cost = { _, _ in nil }  // no price known
+        }
+        let result = try await engine.run(query: "q", context: nil)
+        #expect(inFlight.withLock { $0.peak } == 1)
+        #expect(sub.requests.count == 3, "the third call crossed $0.05 and stopped the rest")
+        #expect(result.usage.costUSD <= 0.05 + 0.02)
+    }
+
+    /// A child RLM whose first call would cross the budget stops; the run goes on and the parent's cell reads why.
+    @Test func aChildsRefusedCallEndsTheChildNotTheRun() async throws {
+        let sandbox = InMemorySandbox { cell in
+            guard cell.code == "SPAWN" else { return CellResult(stdout: "?") }
+            let huge = String(repeating: "z", count: 300_000)
+            guard case .text(let reply) = try await cell.subcall(.rlmQuery(prompt: huge, context: nil, model: nil))
+            else { return CellResult(stdout: "?") }
+            return CellResult(stdout: reply)
+        }
+        let root = ScriptedModel(name: "root") { messages in
+            messages.contains { $0.role == .assistant } ? "FINAL(parent)" : Self.fence("SPAWN")
+        }
+        let configuration = RLMConfiguration(
+            rootModel: root, sandbox: sandbox, budget: Budget(maxDepth: 1, maxTokens: 60_000))
+        let result = try await RLMEngine(configuration: configuration).run(query: "q", context: nil)
+        #expect(result.answer == "parent")
+        let shown = root.requests.last?.last?.content ?? ""
+        #expect(shown.contains("sub-RLM stopped"), "\(shown.prefix(300))")
+        #expect(root.requests.count == 2, "the child's oversized call was never sent")
     }
 }

@@ -138,6 +138,9 @@ public protocol LanguageModel: Sendable {
     /// call is sent.
     /// - Parameter usage: the tokens of a call.
     func estimatedCost(of usage: TokenUsage) -> Double?
+
+    /// The model's id as the server knows it (`gpt-4o-mini`), for price lookups; `nil` when it has none.
+    var modelID: String? { get }
 }
 
 extension LanguageModel {
@@ -145,6 +148,9 @@ extension LanguageModel {
 
     /// Unknown by default: the engine falls back to its configured price table.
     public func estimatedCost(of usage: TokenUsage) -> Double? { nil }
+
+    /// None by default: price lookups use ``name``.
+    public var modelID: String? { nil }
 
     /// Default streaming for models that cannot stream: one `.text`, then `.done`.
     public func stream(_ request: CompletionRequest) -> AsyncThrowingStream<CompletionChunk, any Error> {
