@@ -106,6 +106,7 @@ let package = Package(
             dependencies: [
                 "RLM", "RLMRuntime", "RLMSandbox", "RLMLocal", "RLMTasks",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),

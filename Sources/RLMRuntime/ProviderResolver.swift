@@ -234,7 +234,8 @@ public enum ProviderResolver {
         // The offline provider serves one model per run (one llama.cpp server, one CPU thread): any other name must
         // live elsewhere, in the models file.
         if case .local = root.endpoint {
-            let strays = ([sub.map { ("--sub-model", $0.name, $0.endpoint) }].compactMap { $0 }
+            let strays =
+                ([sub.map { ("--sub-model", $0.name, $0.endpoint) }].compactMap { $0 }
                 + options.allowedModels.map { ("--allow-model", $0, callable[$0]!) })
                 .filter { _, name, endpoint in
                     if case .local = endpoint { return name != rootName }

@@ -51,6 +51,8 @@ public struct RLMRuntime: Sendable {
     public let onLocalActivity: (@Sendable (LocalActivity) -> Void)?
     /// The HTTP client every provider call goes through.
     public let httpClient: HTTPClient
+    /// Receives notes decided during the run's setup (which model a server offered).
+    public let onNote: (@Sendable (String) -> Void)?
 
     /// - Parameters:
     ///   - options: the flags.
@@ -58,12 +60,15 @@ public struct RLMRuntime: Sendable {
     ///   - logger: receives the runtime's logs (and the providers' and the local model's); silent by default.
     ///   - httpClient: the client for provider calls (default: the shared one).
     ///   - onLocalActivity: receives local-model activity.
+    ///   - onNote: receives notes decided during setup (which model a server offered).
     public init(
         options: RuntimeOptions, environment: [String: String],
         logger: Logger = Logger(label: "rlm.runtime", factory: { _ in SwiftLogNoOpLogHandler() }),
         httpClient: HTTPClient = ProviderHTTPClient.shared,
-        onLocalActivity: (@Sendable (LocalActivity) -> Void)? = nil
+        onLocalActivity: (@Sendable (LocalActivity) -> Void)? = nil,
+        onNote: (@Sendable (String) -> Void)? = nil
     ) {
+        self.onNote = onNote
         self.options = options
         self.environment = environment
         self.logger = logger
@@ -137,6 +142,7 @@ public struct RLMRuntime: Sendable {
             var plan = plan
             if plan.models.rootNeedsDiscovery {
                 let name = try await discoverRootModel(plan.models.root.endpoint)
+                onNote?("\(Self.baseURL(of: plan.models.root.endpoint)) serves one model, \(name): using it")
                 plan.models.root = (name: name, endpoint: plan.models.root.endpoint.withModel(name))
                 plan.models.callable[name] = plan.models.root.endpoint
                 try checkPrices(plan, rootName: name)
@@ -215,6 +221,14 @@ public struct RLMRuntime: Sendable {
         }
     }
 
+    static func baseURL(of endpoint: ModelEndpoint) -> String {
+        switch endpoint {
+        case .openAI(let configuration): return configuration.baseURL
+        case .anthropic(let configuration): return configuration.baseURL
+        case .local(let model): return model
+        }
+    }
+
     /// Asks an OpenAI-compatible server which models it serves: one is used, several must be chosen with `--model`.
     private func discoverRootModel(_ endpoint: ModelEndpoint) async throws -> String {
         guard case .openAI(let configuration) = endpoint else { return endpoint.modelName }
@@ -223,7 +237,7 @@ public struct RLMRuntime: Sendable {
         switch ids.count {
         case 0:
             throw RuntimeError.usage(
-                "\(configuration.baseURL) lists no models at /models; name one with --model")
+                "\(configuration.modelsEndpoint) lists no models; name one with --model")
         case 1:
             return ids[0]
         default:

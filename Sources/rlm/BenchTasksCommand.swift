@@ -234,7 +234,15 @@ struct TasksBench: AsyncParsableCommand {
                     // Per-task trajectories go through the runtime, so they are redacted exactly as `rlm run`'s.
                     let display = BenchProgress(maxIterations: modelOptions.maxIterations) { task in
                         guard let trajectoryDir else { return nil }
-                        return try? runtime.openTrajectory(plan, path: "\(trajectoryDir)/\(task.id).jsonl")
+                        // A task id comes from a task file: keep only a safe file name of it.
+                        let name = String(task.id.map { $0.isLetter || $0.isNumber || "-_.".contains($0) ? $0 : "_" })
+                        let file = "\(trajectoryDir)/\(name.hasPrefix(".") ? "_" + name : name).jsonl"
+                        do {
+                            return try runtime.openTrajectory(plan, path: file)
+                        } catch {
+                            printError("rlm: \(RunFailure.classify(error).message)")
+                            return nil
+                        }
                     }
                     defer { display.close() }
                     return try await runner.run(taskList, observer: display.observer)

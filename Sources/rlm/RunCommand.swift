@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import RLM
 import RLMRuntime
+import Synchronization
 
 struct RunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -56,29 +57,34 @@ struct RunCommand: AsyncParsableCommand {
 
     func run() async throws {
         rawTerminalOutput = raw
-        let environment = ProcessInfo.processInfo.environment
         let runtime = RLMRuntime(
             options: modelOptions.runtimeOptions(
                 maxTokens: maxTokens, maxCost: maxCost, timeout: timeout, maxSubcalls: maxSubcalls),
-            environment: environment, onLocalActivity: localActivityDisplay())
-        var trajectoryPath: String?
-        var trajectoryWriter: TrajectoryWriter?
-        defer { trajectoryWriter?.close() }
+            environment: ProcessInfo.processInfo.environment, onLocalActivity: localActivityDisplay(),
+            onNote: { note in printError("rlm: \(note)") })
+        let record = RunRecord()
+        defer { record.close() }
+        let (query, contextPaths, trajectory, json) = (query, context, trajectory, json)
+        let maxIterations = modelOptions.maxIterations
         do {
-            let plan = try runtime.prepare()
-            let loaded = context.isEmpty ? nil : try ContextLoader().load(context)
-            for notice in loaded?.notices ?? [] { printError("rlm: note: \(notice.path): \(notice.reason)") }
-            for note in plan.notes { printError("rlm: \(note)") }
-            let writer = try runtime.openTrajectory(plan, path: trajectory)
-            trajectoryPath = writer.path
-            trajectoryWriter = writer
-            let progress = RunProgress(maxIterations: modelOptions.maxIterations)
-            defer { progress.finish() }
-            let query = query
-            // SIGINT/SIGTERM cancel the run: its sandboxes are killed, its calls cancelled, the local server it
-            // started is stopped, and the trajectory records that it was interrupted.
-            let result = try await untilInterrupted {
-                try await runtime.withConfiguration(plan) { configuration in
+            // Everything from here on stops cleanly on SIGINT/SIGTERM: the sandboxes are killed, the calls
+            // cancelled, the local server this run started is stopped, and the trajectory says `interrupted`.
+            // A second signal (or a wind-down that hangs, like a read of a terminal) exits at once, still reporting.
+            let (result, path) = try await untilInterrupted(
+                forceExit: { signal in
+                    Self.reportFailure(Interrupted(signal: signal), record: record, json: json)
+                    Foundation.exit(128 + signal)
+                }
+            ) {
+                let plan = try runtime.prepare()
+                let loaded = contextPaths.isEmpty ? nil : try ContextLoader().load(contextPaths)
+                for notice in loaded?.notices ?? [] { printError("rlm: note: \(notice.path): \(notice.reason)") }
+                for note in plan.notes { printError("rlm: \(note)") }
+                let writer = try runtime.openTrajectory(plan, path: trajectory)
+                record.opened(writer)
+                let progress = RunProgress(maxIterations: maxIterations)
+                defer { progress.finish() }
+                let result = try await runtime.withConfiguration(plan) { configuration in
                     var configuration = configuration
                     configuration.onEvent = { event in
                         writer.write(event)
@@ -87,36 +93,41 @@ struct RunCommand: AsyncParsableCommand {
                     return try await RLMEngine(configuration: configuration).run(
                         query: query, context: loaded?.context)
                 }
+                return (result, writer.path)
             }
-            progress.finish()
-            try report(result, trajectory: writer.path)
+            try report(result, trajectory: path)
         } catch let exit as ExitCode {
             throw exit
         } catch {
-            var failure = RunFailure.classify(error)
-            var status = failure.exitCode
-            if let interrupted = error as? Interrupted {
-                let name = interrupted.signal == SIGTERM ? "SIGTERM" : "SIGINT"
-                failure = RunFailure(
-                    .interrupted, "interrupted by \(name); the run was stopped and its sandboxes killed")
-                status = 128 + interrupted.signal
-                trajectoryWriter?.write(
-                    RLMEvent(
-                        kind: .runFinished, depth: 0, iteration: 0, data: ["status": "interrupted", "signal": name]))
-            }
-            if json {
-                var object: [String: Any] = [
-                    "status": "error", "answer": NSNull(), "usage": NSNull(),
-                    "error": ["kind": failure.kind.rawValue, "message": failure.message],
-                ]
-                object["trajectory"] = trajectoryPath ?? NSNull()
-                writeJSON(object)
-            } else {
-                printError("rlm: \(failure.message)")
-                if let trajectoryPath { printError("rlm: trajectory: \(trajectoryPath)") }
-            }
-            throw ExitCode(status)
+            throw ExitCode(Self.reportFailure(error, record: record, json: json))
         }
+    }
+
+    /// Reports a failed run the one way every path shares: one JSON object with `--json`, else a message and the
+    /// trajectory's path on stderr; an interrupted run also ends its trajectory with an `interrupted` record.
+    /// - Returns: the exit status.
+    @discardableResult
+    static func reportFailure(_ error: any Error, record: RunRecord, json: Bool) -> Int32 {
+        var failure = RunFailure.classify(error)
+        var status = failure.exitCode
+        if let interrupted = error as? Interrupted {
+            let name = interrupted.signal == SIGTERM ? "SIGTERM" : "SIGINT"
+            failure = RunFailure(.interrupted, "interrupted by \(name); the run was stopped and its sandboxes killed")
+            status = 128 + interrupted.signal
+            record.write(
+                RLMEvent(kind: .runFinished, depth: 0, iteration: 0, data: ["status": "interrupted", "signal": name]))
+        }
+        let path = record.path
+        if json {
+            writeJSON([
+                "status": "error", "answer": NSNull(), "usage": NSNull(), "trajectory": path ?? NSNull(),
+                "error": ["kind": failure.kind.rawValue, "message": failure.message],
+            ])
+        } else {
+            printError("rlm: \(failure.message)")
+            if let path { printError("rlm: trajectory: \(path)") }
+        }
+        return status
     }
 
     private func report(_ result: RLMResult, trajectory: String) throws {
@@ -154,13 +165,31 @@ struct RunCommand: AsyncParsableCommand {
     }
 }
 
-/// Writes one JSON object and a newline to stdout (keys sorted, slashes unescaped).
+/// Writes one JSON object and a newline to stdout (keys sorted, slashes unescaped, C1 controls escaped). An object
+/// that cannot be serialized (a NaN cost) still yields one JSON object, an internal error, so stdout is never empty.
 func writeJSON(_ object: [String: Any]) {
-    guard
-        let data = try? JSONSerialization.data(
-            withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
-    else { return }
-    // Exact and escaped: JSON's own escapes for C0, and C1 escaped too, whatever stdout is.
-    FileHandle.standardOutput.write(
-        Data((JSONText.escapingControlCharacters(String(decoding: data, as: UTF8.self)) + "\n").utf8))
+    let data =
+        (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))
+        ?? Data(
+            #"{"answer":null,"error":{"kind":"internal","message":"the result could not be written as JSON"},"status":"error","usage":null}"#
+                .utf8)
+    let text = JSONText.escapingControlCharacters(String(decoding: data, as: UTF8.self))
+    FileHandle.standardOutput.write(Data((text + "\n").utf8))
+}
+
+/// The run's trajectory, shared by the run and whoever reports its end (a forced exit included).
+final class RunRecord: Sendable {
+    private let writer = Mutex<TrajectoryWriter?>(nil)
+
+    /// The trajectory was opened.
+    func opened(_ trajectory: TrajectoryWriter) { writer.withLock { $0 = trajectory } }
+
+    /// Appends an event, if the trajectory is open.
+    func write(_ event: RLMEvent) { writer.withLock { $0?.write(event) } }
+
+    /// The trajectory's path, once opened.
+    var path: String? { writer.withLock { $0?.path } }
+
+    /// Flushes and closes the trajectory.
+    func close() { writer.withLock { $0?.close() } }
 }

@@ -102,17 +102,17 @@ final class StatusLine: Sendable {
     }
 }
 
-/// Returns when SIGINT or SIGTERM arrives, or when the task is cancelled. From the first call on, those signals no
-/// longer kill the process: the caller decides how to stop.
-func waitForTerminationSignal() async -> Int32? {
-    let signals = [SIGINT, SIGTERM]
+/// SIGINT and SIGTERM as a stream, one element per signal. From creation on, those signals no longer kill the
+/// process: the consumer decides how to stop. Ending the stream (or cancelling its consumer) restores nothing —
+/// the process is winding down by then.
+func terminationSignals() -> AsyncStream<Int32> {
     /// Dispatch sources are thread-safe; the array is only read again to cancel them.
     final class Sources: @unchecked Sendable {
         var sources: [any DispatchSourceSignal] = []
     }
-    let stream = AsyncStream<Int32> { continuation in
+    return AsyncStream<Int32> { continuation in
         let holder = Sources()
-        holder.sources = signals.map { number in
+        holder.sources = [SIGINT, SIGTERM].map { number in
             signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
             source.setEventHandler { continuation.yield(number) }
@@ -121,13 +121,12 @@ func waitForTerminationSignal() async -> Int32? {
         }
         continuation.onTermination = { _ in holder.sources.forEach { $0.cancel() } }
     }
-    for await number in stream { return number }
-    return nil
 }
 
-private enum InterruptibleOutcome<T: Sendable>: Sendable {
-    case done(T)
-    case signal(Int32)
+/// Returns when SIGINT or SIGTERM arrives (the signal), or `nil` when the task is cancelled first.
+func waitForTerminationSignal() async -> Int32? {
+    for await number in terminationSignals() { return number }
+    return nil
 }
 
 /// The run was stopped by SIGINT or SIGTERM.
@@ -136,26 +135,46 @@ struct Interrupted: Error {
     var signal: Int32
 }
 
-/// Runs `body` until it ends or SIGINT/SIGTERM arrives; a signal cancels `body` (its sandboxes are killed and its
-/// in-flight calls cancelled by structured cancellation), waits for it to wind down, and throws ``Interrupted``.
-func untilInterrupted<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
-    return try await withThrowingTaskGroup(of: InterruptibleOutcome<T>.self) { group in
-        group.addTask { .done(try await body()) }
-        group.addTask {
-            guard let number = await waitForTerminationSignal() else { throw CancellationError() }
-            return .signal(number)
-        }
-        defer { group.cancelAll() }
-        while let outcome = try await group.next() {
-            switch outcome {
-            case .done(let value): return value
-            case .signal(let number):
-                group.cancelAll()
-                // Let the body clean up (sandboxes, cgroups, the local server) before the process exits.
-                while (try? await group.next()) != nil {}
-                throw Interrupted(signal: number)
+/// Runs `body` until it ends or SIGINT/SIGTERM arrives. The first signal cancels `body` (its sandboxes are killed
+/// and its in-flight calls cancelled by structured cancellation), waits for it to wind down, and throws
+/// ``Interrupted``. A second signal, or a wind-down longer than `grace` (a read blocked on a terminal cannot be
+/// cancelled), calls `forceExit` with the signal, which must end the process.
+func untilInterrupted<T: Sendable>(
+    grace: Duration = .seconds(10), forceExit: @escaping @Sendable (Int32) -> Never,
+    _ body: @escaping @Sendable () async throws -> T
+) async throws -> T {
+    // One stream for the whole run, so no signal falls between two listeners.
+    let signals = terminationSignals()
+    let received = Mutex<Int32?>(nil)
+    // The body is a task of its own so the listener can cancel it; cancelling this call cancels it too.
+    let work = Task { try await body() }
+    let listener = Task {
+        for await signal in signals {
+            let first = received.withLock { value in
+                defer { if value == nil { value = signal } }
+                return value == nil
+            }
+            guard first else { forceExit(signal) }
+            work.cancel()
+            Task {
+                try? await Task.sleep(for: grace)
+                forceExit(signal)
             }
         }
-        throw CancellationError()
+    }
+    defer { listener.cancel() }
+    return try await withTaskCancellationHandler {
+        do {
+            let value = try await work.value
+            if let signal = received.withLock({ $0 }) { throw Interrupted(signal: signal) }
+            return value
+        } catch let interrupted as Interrupted {
+            throw interrupted
+        } catch {
+            if let signal = received.withLock({ $0 }) { throw Interrupted(signal: signal) }
+            throw error
+        }
+    } onCancel: {
+        work.cancel()
     }
 }

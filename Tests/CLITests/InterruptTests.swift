@@ -36,6 +36,7 @@ struct InterruptTests {
             ]
             process.standardOutput = FileHandle.nullDevice
             process.standardError = FileHandle.nullDevice
+            let started = Date()
             try process.run()
             // Wait until the cell is running: the trajectory shows the model's reply and then nothing for a while.
             let deadline = ContinuousClock.now + .seconds(30)
@@ -57,7 +58,38 @@ struct InterruptTests {
             let last = try #require(lines.last)
             #expect(last.contains("\"interrupted\""), "\(last)")
             #expect(Self.cgroups(of: pid).isEmpty, "cgroups left behind: \(Self.cgroups(of: pid))")
+            try await expectNoSandboxLeftBehind(rlmPID: pid, since: started)
             if getuid() == 0 { #expect(hadCgroups, "the run had cgroups to clean up (root on cgroup v1)") }
         }
+    }
+
+    /// A run stuck where cancellation cannot reach (a read of a terminal that never ends) still stops: a second
+    /// signal exits at once, and `--json` still prints one object.
+    @Test func aSecondSignalExitsAtOnceWithJSON() async throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try rlmBinary())
+        process.arguments = [
+            "run", "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--context", "-", "--json", "q",
+        ]
+        process.environment = ["PATH": "/usr/bin:/bin", "HOME": NSTemporaryDirectory()]
+        let input = Pipe()  // never written, never closed: the read of stdin blocks
+        let output = Pipe()
+        process.standardInput = input
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        try await Task.sleep(for: .milliseconds(800))
+        kill(process.processIdentifier, SIGINT)
+        try await Task.sleep(for: .milliseconds(300))
+        kill(process.processIdentifier, SIGINT)
+        let stopBy = ContinuousClock.now + .seconds(8)
+        while process.isRunning && ContinuousClock.now < stopBy { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(!process.isRunning, "rlm run did not stop after two signals")
+        if process.isRunning { process.terminate() }
+        #expect(process.terminationStatus == 128 + SIGINT)
+        let text = String(decoding: output.fileHandleForReading.availableData, as: UTF8.self)
+        let object = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
+        #expect((object?["error"] as? [String: Any])?["kind"] as? String == "interrupted", "\(text)")
+        try input.fileHandleForWriting.close()
     }
 }
