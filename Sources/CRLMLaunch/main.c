@@ -16,6 +16,11 @@
  *                          a memfd (`--seccomp FD` inserted after the path).
  *   --new-keyring          join a fresh anonymous session keyring.
  *
+ *   rlm-sandbox-launch --print-denied-syscalls
+ *                          print every call the seccomp filter denies (one
+ *                          JSON object a line: name, nr, args, errno) and
+ *                          exit 0; for the tests that probe each of them.
+ *
  * Always: setsid(); close every fd >= 3; reset signal dispositions and the
  * signal mask; PR_SET_PDEATHSIG(SIGKILL) after the drop; PR_SET_NO_NEW_PRIVS;
  * execve() with an EMPTY environment.
@@ -450,143 +455,150 @@ static void drop_privileges(uid_t uid, gid_t gid)
 /* ------------------------------------------------------------------------ */
 /* Seccomp program.                                                          */
 
-static const long denied_syscalls[] = {
+/* The syscalls the filter denies with SC_DENY, by name: `--print-denied-syscalls` prints this very table (and
+ * the argument-filtered calls below), so tests probe exactly what the filter holds. */
+struct denied_syscall {
+    const char *name;
+    long nr;
+};
+
+static const struct denied_syscall denied_syscalls[] = {
 #ifdef __NR_keyctl
-    __NR_keyctl,
+    { "keyctl", __NR_keyctl },
 #endif
 #ifdef __NR_add_key
-    __NR_add_key,
+    { "add_key", __NR_add_key },
 #endif
 #ifdef __NR_request_key
-    __NR_request_key,
+    { "request_key", __NR_request_key },
 #endif
 #ifdef __NR_ptrace
-    __NR_ptrace,
+    { "ptrace", __NR_ptrace },
 #endif
 #ifdef __NR_bpf
-    __NR_bpf,
+    { "bpf", __NR_bpf },
 #endif
 #ifdef __NR_perf_event_open
-    __NR_perf_event_open,
+    { "perf_event_open", __NR_perf_event_open },
 #endif
 #ifdef __NR_userfaultfd
-    __NR_userfaultfd,
+    { "userfaultfd", __NR_userfaultfd },
 #endif
 #ifdef __NR_kexec_load
-    __NR_kexec_load,
+    { "kexec_load", __NR_kexec_load },
 #endif
 #ifdef __NR_kexec_file_load
-    __NR_kexec_file_load,
+    { "kexec_file_load", __NR_kexec_file_load },
 #endif
 #ifdef __NR_init_module
-    __NR_init_module,
+    { "init_module", __NR_init_module },
 #endif
 #ifdef __NR_finit_module
-    __NR_finit_module,
+    { "finit_module", __NR_finit_module },
 #endif
 #ifdef __NR_delete_module
-    __NR_delete_module,
+    { "delete_module", __NR_delete_module },
 #endif
 #ifdef __NR_mount
-    __NR_mount,
+    { "mount", __NR_mount },
 #endif
 #ifdef __NR_umount2
-    __NR_umount2,
+    { "umount2", __NR_umount2 },
 #endif
 #ifdef __NR_pivot_root
-    __NR_pivot_root,
+    { "pivot_root", __NR_pivot_root },
 #endif
 #ifdef __NR_swapon
-    __NR_swapon,
+    { "swapon", __NR_swapon },
 #endif
 #ifdef __NR_swapoff
-    __NR_swapoff,
+    { "swapoff", __NR_swapoff },
 #endif
 #ifdef __NR_reboot
-    __NR_reboot,
+    { "reboot", __NR_reboot },
 #endif
 #ifdef __NR_open_by_handle_at
-    __NR_open_by_handle_at,
+    { "open_by_handle_at", __NR_open_by_handle_at },
 #endif
 #ifdef __NR_name_to_handle_at
-    __NR_name_to_handle_at,
+    { "name_to_handle_at", __NR_name_to_handle_at },
 #endif
 #ifdef __NR_setns
-    __NR_setns,
+    { "setns", __NR_setns },
 #endif
 #ifdef __NR_unshare
-    __NR_unshare,
+    { "unshare", __NR_unshare },
 #endif
 #ifdef __NR_process_vm_readv
-    __NR_process_vm_readv,
+    { "process_vm_readv", __NR_process_vm_readv },
 #endif
 #ifdef __NR_process_vm_writev
-    __NR_process_vm_writev,
+    { "process_vm_writev", __NR_process_vm_writev },
 #endif
 #ifdef __NR_io_uring_setup
-    __NR_io_uring_setup,
+    { "io_uring_setup", __NR_io_uring_setup },
 #endif
 #ifdef __NR_io_uring_enter
-    __NR_io_uring_enter,
+    { "io_uring_enter", __NR_io_uring_enter },
 #endif
 #ifdef __NR_io_uring_register
-    __NR_io_uring_register,
+    { "io_uring_register", __NR_io_uring_register },
 #endif
 #ifdef __NR_acct
-    __NR_acct,
+    { "acct", __NR_acct },
 #endif
 #ifdef __NR_quotactl
-    __NR_quotactl,
+    { "quotactl", __NR_quotactl },
 #endif
 #ifdef __NR_syslog
-    __NR_syslog,
+    { "syslog", __NR_syslog },
 #endif
 #ifdef __NR_settimeofday
-    __NR_settimeofday,
+    { "settimeofday", __NR_settimeofday },
 #endif
 #ifdef __NR_clock_settime
-    __NR_clock_settime,
+    { "clock_settime", __NR_clock_settime },
 #endif
 #ifdef __NR_clock_adjtime
-    __NR_clock_adjtime,
+    { "clock_adjtime", __NR_clock_adjtime },
 #endif
 #ifdef __NR_adjtimex
-    __NR_adjtimex,
+    { "adjtimex", __NR_adjtimex },
 #endif
 #ifdef __NR_lookup_dcookie
-    __NR_lookup_dcookie,
+    { "lookup_dcookie", __NR_lookup_dcookie },
 #endif
 #ifdef __NR_move_pages
-    __NR_move_pages,
+    { "move_pages", __NR_move_pages },
 #endif
 #ifdef __NR_mbind
-    __NR_mbind,
+    { "mbind", __NR_mbind },
 #endif
 #ifdef __NR_migrate_pages
-    __NR_migrate_pages,
+    { "migrate_pages", __NR_migrate_pages },
 #endif
 #ifdef __NR_vhangup
-    __NR_vhangup,
+    { "vhangup", __NR_vhangup },
 #endif
 #ifdef __NR_fsopen
-    __NR_fsopen,
+    { "fsopen", __NR_fsopen },
 #endif
 #ifdef __NR_fsmount
-    __NR_fsmount,
+    { "fsmount", __NR_fsmount },
 #endif
 #ifdef __NR_fspick
-    __NR_fspick,
+    { "fspick", __NR_fspick },
 #endif
 #ifdef __NR_open_tree
-    __NR_open_tree,
+    { "open_tree", __NR_open_tree },
 #endif
 #ifdef __NR_move_mount
-    __NR_move_mount,
+    { "move_mount", __NR_move_mount },
 #endif
 #ifdef __NR_mount_setattr
-    __NR_mount_setattr,
+    { "mount_setattr", __NR_mount_setattr },
 #endif
-    -1 /* sentinel, keeps the array non-empty on every arch */
+    { NULL, -1 } /* sentinel, keeps the array non-empty on every arch */
 };
 
 #define FILTER_MAX 256
@@ -636,9 +648,9 @@ static void build_filter(struct filter *f)
 #endif
 
     for (i = 0; i < sizeof denied_syscalls / sizeof denied_syscalls[0]; i++) {
-        if (denied_syscalls[i] < 0)
+        if (denied_syscalls[i].nr < 0)
             continue;
-        emit(f, SC_JEQ((unsigned int)denied_syscalls[i], 0, 1));
+        emit(f, SC_JEQ((unsigned int)denied_syscalls[i].nr, 0, 1));
         emit(f, SC_RET(SC_DENY));
     }
 
@@ -663,6 +675,40 @@ static void build_filter(struct filter *f)
 #endif
 
     emit(f, SC_RET(SECCOMP_RET_ALLOW));
+}
+
+/* `--print-denied-syscalls`: one JSON object per line for every call the filter denies, from the tables and rules
+ * build_filter() uses: {"name", "nr", "args" (one denied argument list for the argument-filtered calls, else []),
+ * "errno" (what the filter returns)}. Tests (Tests/RLMSandboxTests, scripts/launcher_selftest.sh) probe each one
+ * inside a real sandbox, so the filter and the tests cannot drift apart. Prints; changes nothing. */
+static void print_denied_syscalls(void)
+{
+    const int err = (int)(SC_DENY & SECCOMP_RET_DATA);
+    size_t i;
+
+    for (i = 0; i < sizeof denied_syscalls / sizeof denied_syscalls[0]; i++) {
+        if (denied_syscalls[i].nr < 0)
+            continue;
+        printf("{\"name\":\"%s\",\"nr\":%ld,\"args\":[],\"errno\":%d}\n",
+               denied_syscalls[i].name, denied_syscalls[i].nr, err);
+    }
+#ifdef __NR_personality
+    /* Anything but PER_LINUX (0) and the query (0xffffffff): ADDR_NO_RANDOMIZE, say. */
+    printf("{\"name\":\"personality(ADDR_NO_RANDOMIZE)\",\"nr\":%ld,\"args\":[%u],\"errno\":%d}\n",
+           (long)__NR_personality, 0x0040000U, err);
+#endif
+#ifdef __NR_ioctl
+    printf("{\"name\":\"ioctl(TIOCSTI)\",\"nr\":%ld,\"args\":[0,%u,0],\"errno\":%d}\n",
+           (long)__NR_ioctl, (unsigned int)TIOCSTI, err);
+    printf("{\"name\":\"ioctl(TIOCLINUX)\",\"nr\":%ld,\"args\":[0,%u,0],\"errno\":%d}\n",
+           (long)__NR_ioctl, (unsigned int)TIOCLINUX, err);
+#endif
+#if defined(__x86_64__)
+    /* The whole x32 ABI (bit 30 set): getpid through it, for one. */
+    printf("{\"name\":\"x32 getpid\",\"nr\":%ld,\"args\":[],\"errno\":%d}\n",
+           (long)(0x40000000L | __NR_getpid), err);
+#endif
+    fflush(stdout);
 }
 
 /* Returns an fd (no CLOEXEC) holding the raw sock_filter array at offset 0. */
@@ -724,6 +770,11 @@ int main(int argc, char **argv)
     static char seccomp_fd_str[16];
 
     ensure_stdio();
+
+    if (argc == 2 && strcmp(argv[1], "--print-denied-syscalls") == 0) {
+        print_denied_syscalls();
+        return 0;
+    }
 
     /* ---- 1. parse ---- */
     cgroups = calloc((size_t)(argc > 0 ? argc : 1), sizeof *cgroups);

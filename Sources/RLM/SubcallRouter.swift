@@ -100,7 +100,8 @@ struct SubcallRouter: SubcallHandler {
         }
         let reservation: BudgetTracker.Reservation
         let maxOutput: Int?
-        switch await Self.reserve(promptTokens: promptTokens, model: model, configuration: configuration, tracker: tracker)
+        switch await Self.reserve(
+            promptTokens: promptTokens, model: model, configuration: configuration, tracker: tracker)
         {
         case .refused(let reason):
             return "Error: this call was not sent: \(reason.message). Send a shorter prompt or fewer calls."

@@ -1,6 +1,8 @@
 import Foundation
+import Glibc
 import RLM
 import RLMTesting
+import Testing
 
 /// The built `rlm` binary, next to the test bundle.
 func rlmBinary() throws -> String {
@@ -22,24 +24,51 @@ struct CLIResult {
     var status: Int32
     var stdout: String
     var stderr: String
+    /// The process's pid (it has exited).
+    var pid: Int32 = 0
 
     var json: [String: Any]? {
         (try? JSONSerialization.jsonObject(with: Data(stdout.utf8))) as? [String: Any]
     }
 }
 
-/// Runs `rlm` with `arguments` and exactly `environment` (plus PATH and HOME), like a script would.
-func runRLM(_ arguments: [String], environment: [String: String] = [:], stdin: String? = nil) async throws
-    -> CLIResult
-{
-    try await runProgram(try rlmBinary(), arguments, environment: environment, stdin: stdin)
+/// Runs `rlm` with `arguments` and exactly `environment` (plus PATH and HOME), like a script would, and then checks
+/// that it left no sandbox behind (``expectNoSandboxLeftBehind(rlmPID:since:sourceLocation:)``).
+func runRLM(
+    _ arguments: [String], environment: [String: String] = [:], stdin: String? = nil,
+    sourceLocation: SourceLocation = #_sourceLocation
+) async throws -> CLIResult {
+    let started = Date()
+    let result = try await runProgram(
+        try rlmBinary(), arguments, environment: environment, stdin: stdin, checkLeftovers: false)
+    try await expectNoSandboxLeftBehind(rlmPID: result.pid, since: started, sourceLocation: sourceLocation)
+    return result
+}
+
+/// After an `rlm` process (`rlmPID`) has exited: none of its sandboxes is left — no cgroup named for it
+/// (`swiftrlm-<pid>-…`, which held every process of its sandboxes), no process still in one, and no bubblewrap of
+/// ours started since `since` left orphaned. Polls for up to three seconds.
+func expectNoSandboxLeftBehind(
+    rlmPID: Int32, since: Date, sourceLocation: SourceLocation = #_sourceLocation
+) async throws {
+    var left = [String]()
+    for _ in 0..<150 {
+        left = cgroupDirectories(prefix: "swiftrlm-\(rlmPID)-").map { "cgroup \($0)" }
+        left += processesInCgroups(prefix: "swiftrlm-\(rlmPID)-").map { "pid \($0) in rlm \(rlmPID)'s cgroup" }
+        left += orphanedSandboxProcesses(startedAfter: since).map { "orphaned bwrap \($0)" }
+        if left.isEmpty { return }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    Issue.record("rlm \(rlmPID) left sandboxes behind: \(left)", sourceLocation: sourceLocation)
 }
 
 /// Runs `executable` with `arguments` and exactly `environment` (plus PATH, HOME and XDG_STATE_HOME in a scratch
-/// directory).
+/// directory); unless `checkLeftovers` is false, checks afterwards that no sandbox of ours was left orphaned.
 func runProgram(
-    _ executable: String, _ arguments: [String], environment: [String: String] = [:], stdin: String? = nil
+    _ executable: String, _ arguments: [String], environment: [String: String] = [:], stdin: String? = nil,
+    checkLeftovers: Bool = true, sourceLocation: SourceLocation = #_sourceLocation
 ) async throws -> CLIResult {
+    let started = Date()
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
@@ -61,10 +90,18 @@ func runProgram(
     if let stdin { try input.fileHandleForWriting.write(contentsOf: Data(stdin.utf8)) }
     try input.fileHandleForWriting.close()
     while process.isRunning { try await Task.sleep(for: .milliseconds(20)) }
+    if checkLeftovers {
+        var orphans = orphanedSandboxProcesses(startedAfter: started)
+        for _ in 0..<150 where !orphans.isEmpty {
+            try await Task.sleep(for: .milliseconds(20))
+            orphans = orphanedSandboxProcesses(startedAfter: started)
+        }
+        #expect(orphans.isEmpty, "\(executable) left sandboxes behind: \(orphans)", sourceLocation: sourceLocation)
+    }
     return CLIResult(
         status: process.terminationStatus,
         stdout: (try? String(contentsOf: out, encoding: .utf8)) ?? "",
-        stderr: (try? String(contentsOf: err, encoding: .utf8)) ?? "")
+        stderr: (try? String(contentsOf: err, encoding: .utf8)) ?? "", pid: process.processIdentifier)
 }
 
 /// A scripted root model for the fake server: root requests (with our system prompt) get `steps[n]` where n is the

@@ -7,7 +7,7 @@ import Testing
 
 /// The engine with real provider clients over real HTTP to the fake server: recursion, follow-up questions,
 /// recovery from a traceback and the answer dict, in both wire formats.
-@Suite("Engine over HTTP", .serialized)
+@Suite("Engine over HTTP", .serialized, .noSandboxLeftBehind)
 struct EngineOverHTTPTests {
     static func model(_ server: FakeLLMServer, _ format: FakeLLMServer.WireFormat) -> any LanguageModel {
         switch format {
