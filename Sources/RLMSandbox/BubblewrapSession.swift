@@ -9,6 +9,8 @@ actor BubblewrapSession: SandboxSession {
     private let process: ChildProcess
     private let channel: FrameChannel
     private let cgroups: SandboxCgroups?
+    /// This session's share of the process-wide limits, given back once its processes and cgroups are gone.
+    private let lease: SessionLease
     private let configuration: ProcessSandbox.Configuration
     private let handler: (any SubcallHandler)?
     private let logger: Logger
@@ -17,17 +19,25 @@ actor BubblewrapSession: SandboxSession {
     private var busy = false
     /// Why the session ended, once it has.
     private var endReason: String?
-    private var seenSubcallIDs = Set<String>()
+    /// Every sub-call id the worker used, so a reused one is caught (ids are unique per session).
+    private var subcallIDs = SubcallIDLedger()
+    /// Sub-calls being answered right now; each one's task is released as soon as its reply is sent.
+    private var subcallsInFlight = 0
     /// The worker's last words, from a `fatal` frame.
     private var fatalMessage: String?
+    /// Where the current exchange stands (see ``exchange(id:sending:timeout:startTimer:allowSubcalls:)``).
+    private var phase = Phase.running
+    /// The current exchange's request has been written in full.
+    private var requestSent = false
 
     private init(
-        process: ChildProcess, channel: FrameChannel, cgroups: SandboxCgroups?,
+        process: ChildProcess, channel: FrameChannel, cgroups: SandboxCgroups?, lease: SessionLease,
         configuration: ProcessSandbox.Configuration, handler: (any SubcallHandler)?, logger: Logger, info: SessionInfo
     ) {
         self.process = process
         self.channel = channel
         self.cgroups = cgroups
+        self.lease = lease
         self.configuration = configuration
         self.handler = handler
         self.logger = logger
@@ -38,35 +48,46 @@ actor BubblewrapSession: SandboxSession {
         plan: LaunchPlan, configuration: ProcessSandbox.Configuration, handler: (any SubcallHandler)?, logger: Logger
     ) async throws -> BubblewrapSession {
         _ = ignoreSIGPIPE
-        let name = "swiftrlm-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        let cgroups =
-            configuration.cgroups
-            ? SandboxCgroups.create(
-                name: name,
-                // The tmpfs work dir is charged to the group too; leave room for it and for bwrap itself.
-                memoryLimitBytes: configuration.memoryLimitBytes + configuration.workDirBytes + (64 << 20),
-                maxProcesses: configuration.maxProcesses)
-            : nil
+        // The per-process cap comes first: a session beyond it must not even spawn a helper.
+        let lease = SessionLease(
+            slot: try await SessionSlots.shared.acquire(
+                limit: configuration.maxLiveSessionsPerProcess, wait: configuration.sessionSlotWait))
+        // From here on every way out gives the lease back: terminate() on the normal paths, the lease's deinit else.
         // Both run a helper process the first time (then they are cached): keep that off the cooperative pool.
         let bwrapPath = plan.bubblewrapPath
         let features = await offPool { BubblewrapFeatures.probe(bwrapPath) }
         if configuration.workerSourceOverride == nil {
             let python = configuration.pythonPath
-            _ = await offPool { WorkerSource.payload(python: python) }
+            let cacheDirectory = configuration.workerCacheDirectory
+            _ = await offPool { WorkerSource.payload(python: python, cacheDirectory: cacheDirectory) }
         }
+        let cgroups: SandboxCgroups? =
+            configuration.cgroups && geteuid() == 0
+            ? await offPool {
+                let parents = lease.holdHostCgroups(
+                    memoryLimitBytes: configuration.totalMemoryLimitBytes,
+                    maxProcesses: configuration.totalMaxProcesses)
+                return SandboxCgroups.create(
+                    name: "\(HostCgroups.parentName)-\(UInt32.random(in: 0...UInt32.max))",
+                    // The tmpfs work dir is charged to the group too; leave room for it and for bwrap itself.
+                    memoryLimitBytes: configuration.memoryLimitBytes + configuration.workDirBytes + (64 << 20),
+                    maxProcesses: configuration.maxProcesses, parents: parents)
+            }
+            : nil
         let argv = plan.arguments(configuration: configuration, cgroups: cgroups, bubblewrapFeatures: features)
         let process: ChildProcess
         do {
             process = try ChildProcess.spawn(path: plan.launcherPath, arguments: argv, environment: [])
         } catch {
-            cgroups?.remove()
+            await offPool { cgroups?.remove() }
+            lease.release()
             throw error
         }
         let channel = FrameChannel(
             readFD: process.stdoutFD, writeFD: process.stdinFD, maxFrameBytes: configuration.maxFrameBytes)
         let session = BubblewrapSession(
-            process: process, channel: channel, cgroups: cgroups, configuration: configuration, handler: handler,
-            logger: logger,
+            process: process, channel: channel, cgroups: cgroups, lease: lease, configuration: configuration,
+            handler: handler, logger: logger,
             info: SessionInfo(
                 pythonVersion: "", landlock: configuration.landlock ? "pending" : "disabled",
                 cgroups: cgroups != nil, hostUID: plan.runningAsRoot ? configuration.sandboxUID : getuid()))
@@ -77,12 +98,14 @@ actor BubblewrapSession: SandboxSession {
     private func handshake() async throws {
         let init_ = HostMessage.Initialize(
             id: "h0", outputLimit: configuration.outputLimit, maxFrame: configuration.maxFrameBytes,
-            workDir: LaunchPlan.workDir, landlock: configuration.landlock)
+            maxBatch: WorkerMessage.maxBatchPrompts, workDir: LaunchPlan.workDir, landlock: configuration.landlock)
         do {
             let reply = try await exchange(
                 id: "h0",
                 sending: [
-                    configuration.workerSourceOverride ?? WorkerSource.payload(python: configuration.pythonPath),
+                    configuration.workerSourceOverride
+                        ?? WorkerSource.payload(
+                            python: configuration.pythonPath, cacheDirectory: configuration.workerCacheDirectory),
                     HostMessage.encode(init_),
                 ],
                 timeout: configuration.startTimeout,
@@ -123,6 +146,31 @@ actor BubblewrapSession: SandboxSession {
         (process.pid, cgroups?.directories ?? [])
     }
 
+    /// For tests: what the session keeps per sub-call — tasks in flight plus ids it must still remember — which
+    /// stays bounded however many sub-calls a cell makes.
+    var subcallBookkeepingForTesting: Int { subcallsInFlight + subcallIDs.retained }
+
+    /// A session dropped without ``shutdown()`` would keep its processes, cgroups, descriptors and slot: kill it and
+    /// clean up in the background.
+    deinit {
+        guard endReason == nil else { return }
+        let process = process
+        let cgroups = cgroups
+        let channel = channel
+        let lease = lease
+        process.kill()
+        Task.detached {
+            _ = await process.waitForExit()
+            await offPool {
+                cgroups?.killAll()
+                cgroups?.remove()
+            }
+            process.closeStderr()
+            channel.close()
+            lease.release()
+        }
+    }
+
     // MARK: - SandboxSession
 
     var isAlive: Bool { endReason == nil }
@@ -134,11 +182,21 @@ actor BubblewrapSession: SandboxSession {
         let id = requestID()
         let limit = timeout ?? configuration.cellTimeout
         let start = ContinuousClock.now
+        let request = HostMessage.encode(HostMessage.Execute(id: id, code: code))
+        // The worker drops a host that sends an oversized frame; too much code is the caller's error, not a death.
+        guard request.count <= configuration.maxFrameBytes else {
+            var result = CellResult(duration: ContinuousClock.now - start)
+            result.error = CellError(
+                type: "ValueError",
+                message: "the cell's code is \(request.count) bytes as a frame, more than the channel's "
+                    + "\(configuration.maxFrameBytes)-byte frame cap; send less code per cell and load data as a "
+                    + "context instead; the REPL state is kept")
+            return result
+        }
         let outcome: Exchange
         do {
             outcome = try await exchange(
-                id: id, sending: [HostMessage.encode(HostMessage.Execute(id: id, code: code))], timeout: limit,
-                startTimer: true, allowSubcalls: true)
+                id: id, sending: [request], timeout: limit, startTimer: true, allowSubcalls: true)
         } catch let failure as ExchangeOutcome {
             return await died(during: start, timedOut: failure == .killedAfterTimeout, limit: limit)
         } catch is CancellationError {
@@ -176,7 +234,8 @@ actor BubblewrapSession: SandboxSession {
         try enter()
         defer { busy = false }
         let id = requestID()
-        let chunkSize = 4 << 20
+        // Base64 grows a chunk by 4/3; leave room for the frame's other fields so no frame passes the cap.
+        let chunkSize = max(1024, min(4 << 20, (configuration.maxFrameBytes - 4096) / 4 * 3))
         var frames = [Data]()
         var offset = 0
         var seq = 0
@@ -265,31 +324,40 @@ actor BubblewrapSession: SandboxSession {
         case killed
     }
 
+    private func setPhase(_ value: Phase) { phase = value }
+    private func markRequestSent() { requestSent = true }
+    private func subcallFinished() { subcallsInFlight -= 1 }
+
     /// Reads frames until the reply to `id` arrives, answering sub-calls on the way, under a deadline: past it the
     /// worker is interrupted (when `startTimer`) and, after the grace period, killed.
+    ///
+    /// The children run in a discarding task group, so each sub-call's task (and what it captured) is freed when its
+    /// reply is sent rather than when the cell ends: a cell making 20,000 sub-calls holds only those in flight.
     private func exchange(
         id: String, sending frames: [Data], timeout: Duration, startTimer: Bool, allowSubcalls: Bool
     ) async throws -> Exchange {
-        let phase = Locked(Phase.running)
+        phase = .running
+        requestSent = false
         let process = process
         let channel = channel
         let grace = configuration.interruptGrace
+        let maxFrame = configuration.maxFrameBytes
         return try await withTaskCancellationHandler {
-            try await withThrowingTaskGroup(of: Void.self) { group in
+            try await withThrowingDiscardingTaskGroup(returning: Exchange.self) { group in
                 // Writing may block on a worker that does not read; the deadline below covers it.
-                let sent = Locked(false)
                 group.addTask {
                     try? await channel.send(frames: frames)
-                    sent.set(true)
+                    await self.markRequestSent()
                 }
+                // Children never throw: in a discarding group a child's error would end the whole exchange.
                 group.addTask {
-                    try await Task.sleep(for: timeout)
+                    guard (try? await Task.sleep(for: timeout)) != nil else { return }
                     if startTimer {
-                        phase.set(.interrupted)
+                        await self.setPhase(.interrupted)
                         try? await channel.send(HostMessage.encode(HostMessage.Control.interrupt))
-                        try await Task.sleep(for: grace)
+                        guard (try? await Task.sleep(for: grace)) != nil else { return }
                     }
-                    phase.set(.killed)
+                    await self.setPhase(.killed)
                     process.kill()
                 }
                 defer { group.cancelAll() }
@@ -303,11 +371,11 @@ actor BubblewrapSession: SandboxSession {
                     } catch ChannelFailure.stalled {
                         throw await violation("the worker stopped in the middle of a frame")
                     } catch ChannelFailure.truncated {
-                        if phase.value == .killed { throw ExchangeOutcome.killedAfterTimeout }
+                        if phase == .killed { throw ExchangeOutcome.killedAfterTimeout }
                         throw await violation("the worker's output ended in the middle of a frame")
                     } catch {
                         try Task.checkCancellation()
-                        switch phase.value {
+                        switch phase {
                         case .killed: throw startTimer ? ExchangeOutcome.killedAfterTimeout : .startTimeout
                         default: throw ExchangeOutcome.died
                         }
@@ -324,22 +392,24 @@ actor BubblewrapSession: SandboxSession {
                         guard replyID == id else {
                             throw await violation("a reply carries id '\(replyID.prefix(64))', expected '\(id)'")
                         }
-                        let interrupted = phase.value == .interrupted
+                        let interrupted = phase == .interrupted
                         // A worker cannot answer a request it has not read; one that does is forging replies.
-                        for _ in 0..<1000 where !sent.value { try? await Task.sleep(for: .milliseconds(1)) }
-                        guard sent.value else {
+                        for _ in 0..<1000 where !requestSent { try? await Task.sleep(for: .milliseconds(1)) }
+                        guard requestSent else {
                             throw await violation("a reply to '\(id)' arrived before the request was read")
                         }
                         return Exchange(message: message, interrupted: interrupted)
                     case .subcall(let subcallID, let request):
                         guard allowSubcalls else { throw await violation("a sub-call outside a running cell") }
-                        guard seenSubcallIDs.insert(subcallID).inserted else {
+                        guard subcallIDs.insert(subcallID) else {
                             throw await violation("sub-call id '\(subcallID)' was used before")
                         }
                         let handler = handler
+                        subcallsInFlight += 1
                         group.addTask {
                             let reply = await Self.answer(request, id: subcallID, handler: handler)
-                            try? await channel.send(HostMessage.encode(reply))
+                            try? await channel.send(Self.encodeReply(reply, request: request, maxFrame: maxFrame))
+                            await self.subcallFinished()
                         }
                     case .fatal(let text):
                         fatalMessage = String(text.prefix(2000))
@@ -352,6 +422,24 @@ actor BubblewrapSession: SandboxSession {
         } onCancel: {
             process.kill()
         }
+    }
+
+    /// The reply frame for a sub-call. The host never sends a frame over the cap (the worker would drop the whole
+    /// REPL): an answer too large for one frame becomes an error the cell sees as `RuntimeError`, the state kept.
+    static func encodeReply(_ reply: HostMessage.SubcallResult, request: SubcallRequest, maxFrame: Int) -> Data {
+        let frame = HostMessage.encode(reply)
+        guard frame.count > maxFrame else { return frame }
+        let what: String
+        switch request {
+        case .llmQuery: what = "the llm_query reply"
+        case .llmQueryBatched(let prompts, _): what = "the \(prompts.count) llm_query_batched replies together"
+        case .rlmQuery: what = "the rlm_query reply"
+        }
+        return HostMessage.encode(
+            HostMessage.SubcallResult(
+                id: reply.id, ok: false, value: nil,
+                error: "\(what) came to \(frame.count) bytes, too large for the channel's \(maxFrame)-byte frame "
+                    + "cap, and was dropped; ask for a shorter answer (or fewer prompts per batch)"))
     }
 
     private static func answer(_ request: SubcallRequest, id: String, handler: (any SubcallHandler)?) async
@@ -437,6 +525,7 @@ actor BubblewrapSession: SandboxSession {
             cgroups?.killAll()
             cgroups?.remove()
         }
+        lease.release()
         let stderr = process.drainStderr()
         process.closeStderr()
         channel.close()
@@ -483,101 +572,50 @@ actor BubblewrapSession: SandboxSession {
     }
 }
 
-/// Writing to a pipe whose reader died must fail with EPIPE, not kill the host.
-private let ignoreSIGPIPE: Void = {
-    _ = signal(SIGPIPE, SIG_IGN)
-}()
+/// What a session holds of the process's shared limits: a slot under the per-process cap and, with cgroups, a share
+/// of the process's parent group. Given back exactly once — by ``BubblewrapSession`` after its processes are reaped and
+/// its cgroups removed, or when freed.
+final class SessionLease: Sendable {
+    private let slot: SessionSlot
+    private let holdsHostCgroups = Atomic<Bool>(false)
 
-/// The worker's Python source, embedded in the binary, and its compiled form.
-///
-/// The source is embedded (SwiftPM `.embedInCode`) rather than a bundled resource so an `rlm` copied out of the
-/// build folder (scripts/install) still has it: `Bundle.module` stops the program when its bundle is not beside it.
-/// It never needs a file of its own: frame 0 carries it, and the compiler below reads it from stdin.
-///
-/// Compiling the 40 KB worker takes Python longer than starting up, so the host compiles it once per interpreter
-/// (outside the sandbox, with an empty environment) and caches the `marshal`ed code object in memory and under
-/// `~/.cache/swiftrlm`. Frame 0 then carries `RLMM` + that code; the bootstrap falls back to compiling source when
-/// no compiled form is available.
-enum WorkerSource {
-    static let data = Data(PackageResources.rlm_worker_py)
-
-    static let compiledMarker = Data("RLMM".utf8)
-    private static let compiled = Mutex<[String: Data]>([:])
-
-    /// Frame 0 for `python`: compiled code when possible, else the source.
-    static func payload(python: String) -> Data {
-        if let cached = compiled.withLock({ $0[python] }) { return cached }
-        let payload = loadOrCompile(python: python) ?? data
-        compiled.withLock { $0[python] = payload }
-        return payload
+    init(slot: SessionSlot) {
+        self.slot = slot
     }
 
-    private static func loadOrCompile(python: String) -> Data? {
-        let real = URL(fileURLWithPath: python).resolvingSymlinksInPath().path
-        var info = stat()
-        guard stat(real, &info) == 0 else { return nil }
-        var key = data
-        key.append(Data("\(real)|\(info.st_mtim.tv_sec)|\(info.st_size)|\(python)".utf8))
-        let name = "worker-" + String(fnv1a(key), radix: 16) + ".bin"
-        let environment = ProcessInfo.processInfo.environment
-        let cacheRoot =
-            environment["XDG_CACHE_HOME"].flatMap { $0.isEmpty ? nil : $0 }
-            ?? (environment["HOME"] ?? NSHomeDirectory()) + "/.cache"
-        let directory = cacheRoot + "/swiftrlm"
-        let file = directory + "/" + name
-        if let cached = FileManager.default.contents(atPath: file), cached.starts(with: compiledMarker) {
-            return cached
-        }
-        guard let code = compile(python: python) else { return nil }
-        let payload = compiledMarker + code
-        try? FileManager.default.createDirectory(
-            atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        let temporary = file + ".\(getpid()).tmp"
-        if FileManager.default.createFile(atPath: temporary, contents: payload, attributes: [.posixPermissions: 0o600])
-        {
-            if rename(temporary, file) != 0 { unlink(temporary) }
-        }
-        return payload
+    /// Joins the process's parent cgroup (made, and stale groups swept, as needed). Blocks: call off the pool.
+    func holdHostCgroups(memoryLimitBytes: Int, maxProcesses: Int) -> [String: String] {
+        let parents = HostCgroups.acquire(memoryLimitBytes: memoryLimitBytes, maxProcesses: maxProcesses)
+        holdsHostCgroups.store(true, ordering: .releasing)
+        return parents
     }
 
-    /// Runs the interpreter once on the host to compile the worker; `nil` if anything goes wrong.
-    private static func compile(python: String) -> Data? {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: python)
-        process.arguments = [
-            "-I", "-c",
-            "import marshal,sys;sys.stdout.buffer.write(marshal.dumps(compile(sys.stdin.buffer.read().decode(),"
-                + "'<rlm-worker>','exec')))",
-        ]
-        process.environment = [:]
-        let input = Pipe()
-        let output = Pipe()
-        process.standardInput = input
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        do {
-            try process.run()
-        } catch {
-            return nil
-        }
-        let source = data
-        let writer = Thread {
-            try? input.fileHandleForWriting.write(contentsOf: source)
-            try? input.fileHandleForWriting.close()
-        }
-        writer.start()
-        let code = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0, !code.isEmpty else { return nil }
-        return code
+    func release() {
+        if holdsHostCgroups.exchange(false, ordering: .acquiringAndReleasing) { HostCgroups.release() }
+        slot.release()
     }
 
-    private static func fnv1a(_ data: Data) -> UInt64 {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in data {
-            hash ^= UInt64(byte)
-            hash = hash &* 0x100_0000_01b3
+    deinit { release() }
+}
+
+/// The sub-call ids a session has seen, to refuse a reused one, in bounded memory for a well-behaved worker: its ids
+/// are `w1`, `w2`, … so everything up to the highest contiguous number is one integer, and only ids above a gap (sent
+/// out of order by concurrent threads) or of another shape are kept one by one.
+struct SubcallIDLedger {
+    private var contiguous: UInt64 = 0
+    private var above = Set<UInt64>()
+    private var others = Set<String>()
+
+    /// Records `id`; `false` when it was seen before.
+    mutating func insert(_ id: String) -> Bool {
+        guard id.hasPrefix("w"), let number = UInt64(id.dropFirst()), number > 0, "w\(number)" == id else {
+            return others.insert(id).inserted
         }
-        return hash
+        guard number > contiguous, above.insert(number).inserted else { return false }
+        while above.remove(contiguous + 1) != nil { contiguous += 1 }
+        return true
     }
+
+    /// Ids remembered one by one.
+    var retained: Int { above.count + others.count }
 }

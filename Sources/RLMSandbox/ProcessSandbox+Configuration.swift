@@ -45,8 +45,22 @@ extension ProcessSandbox {
         public var cgroups: Bool
         /// Extra host paths bound read-only into the sandbox at the same path.
         public var readOnlyBinds: [String]
+        /// Live sandboxes in this process, across every ``ProcessSandbox``: a session started beyond it waits up
+        /// to ``sessionSlotWait`` for one to end, then fails. Each run caps its own children too; this bounds many
+        /// runs together (a server) and recursion the engine does not see.
+        public var maxLiveSessionsPerProcess: Int
+        /// How long a session waits for a slot under ``maxLiveSessionsPerProcess`` before `startSession` throws.
+        public var sessionSlotWait: Duration
+        /// The memory of all this process's sandboxes together (work dirs included), enforced by one cgroup above
+        /// theirs where cgroups are used. The session that creates that group sets it (the group lives while any
+        /// sandbox of the process does). Default: half the machine's RAM, at most 8 GiB.
+        public var totalMemoryLimitBytes: Int
+        /// Processes and threads of all this process's sandboxes together (the same parent cgroup's pids limit).
+        public var totalMaxProcesses: Int
         /// Tests replace the worker with a hostile one to attack the host's side of the channel.
         var workerSourceOverride: Data?
+        /// Tests point the compiled-worker cache elsewhere; `nil` is ``SwiftRLMPaths/cacheDirectory(environment:)``.
+        var workerCacheDirectory: URL?
 
         /// A configuration with the defaults: `/usr/bin/python3`, uid 65534, 1 GiB memory, 256 MiB work dir,
         /// 64 processes, 30 s per cell.
@@ -92,6 +106,18 @@ extension ProcessSandbox {
             self.seccomp = seccomp
             self.cgroups = cgroups
             self.readOnlyBinds = readOnlyBinds
+            maxLiveSessionsPerProcess = 16
+            sessionSlotWait = .seconds(60)
+            totalMemoryLimitBytes = Self.defaultTotalMemoryLimitBytes
+            totalMaxProcesses = 1024
+        }
+
+        /// Half the machine's physical memory, at most 8 GiB (8 GiB when it cannot be read).
+        public static var defaultTotalMemoryLimitBytes: Int {
+            let pages = sysconf(Int32(_SC_PHYS_PAGES))
+            let pageSize = sysconf(Int32(_SC_PAGESIZE))
+            guard pages > 0, pageSize > 0 else { return 8 << 30 }
+            return min(8 << 30, pages * pageSize / 2)
         }
     }
 }

@@ -57,7 +57,7 @@ struct LaunchPlan: Sendable {
 
     init(configuration: ProcessSandbox.Configuration) throws {
         runningAsRoot = geteuid() == 0
-        guard let bwrap = configuration.bubblewrapPath ?? Self.findExecutable("bwrap") else {
+        guard let bwrap = configuration.bubblewrapPath ?? SwiftRLMPaths.executable(named: "bwrap") else {
             throw SandboxError.setup(
                 "bubblewrap (bwrap) is not installed: install it with `apt-get install -y bubblewrap`")
         }
@@ -178,16 +178,6 @@ struct LaunchPlan: Sendable {
         return nil
     }
 
-    static func findExecutable(_ name: String) -> String? {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
-        let dirs = path.split(separator: ":").map(String.init) + ["/usr/bin", "/usr/local/bin", "/bin"]
-        for dir in dirs {
-            let candidate = dir + "/" + name
-            if access(candidate, X_OK) == 0 { return candidate }
-        }
-        return nil
-    }
-
     /// `rlm-sandbox-launch` is a product of this package, found from the real path of the running executable (read
     /// from /proc/self/exe, so neither argv[0] nor a symlink to `rlm` can point elsewhere).
     static func defaultLauncherPath() -> String? {
@@ -251,23 +241,10 @@ struct BubblewrapFeatures: Sendable {
 
     static func probe(_ bwrap: String) -> BubblewrapFeatures {
         if let known = cache.withLock({ $0[bwrap] }) { return known }
-        let help = (try? runCapturing([bwrap, "--help"])) ?? ""
-        let features = BubblewrapFeatures(disableUserns: help.contains("--disable-userns"))
+        let help = try? ChildProcess.runToCompletion([bwrap, "--help"], timeout: .seconds(10))
+        let text = help.map { String(decoding: $0.stdout + $0.stderr, as: UTF8.self) } ?? ""
+        let features = BubblewrapFeatures(disableUserns: text.contains("--disable-userns"))
         cache.withLock { $0[bwrap] = features }
         return features
     }
-}
-
-/// Runs a short helper command and returns its stdout+stderr (used for version probes only).
-func runCapturing(_ argv: [String]) throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: argv[0])
-    process.arguments = Array(argv.dropFirst())
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    try process.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return String(decoding: data, as: UTF8.self)
 }

@@ -122,6 +122,12 @@ final class ChildProcess: Sendable {
         }
     }
 
+    /// Records a status reaped by someone else (``runToCompletion(_:input:timeout:outputLimit:)``), so ``kill()``
+    /// never signals a recycled pid.
+    fileprivate func markReaped(_ status: Int32) {
+        state.withLock { $0.exitStatus = status }
+    }
+
     /// Whatever the child wrote to stderr so far (at most `limit` bytes), read without blocking.
     func drainStderr(limit: Int = 64 << 10) -> String {
         var collected = [UInt8]()
@@ -144,6 +150,88 @@ final class ChildProcess: Sendable {
     }
 }
 
+extension ChildProcess {
+    /// What a helper program printed and how it ended.
+    struct Completion: Sendable {
+        /// The raw wait status (see ``describeWaitStatus(_:)``).
+        var status: Int32
+        var stdout: Data
+        var stderr: Data
+        /// It ran past its deadline and was killed.
+        var timedOut: Bool
+
+        var succeeded: Bool { status == 0 && !timedOut }
+    }
+
+    /// Runs a short helper program (a version probe, the worker's compiler) to completion: the same spawn path as
+    /// the sandbox itself (empty environment, close-on-exec descriptors, no Foundation `Process`), with `input` fed
+    /// to its stdin and both outputs collected up to `outputLimit` bytes each, killed past `timeout`. Blocks: call it
+    /// off the cooperative pool (``offPool(_:)``).
+    static func runToCompletion(
+        _ argv: [String], input: Data = Data(), timeout: Duration = .seconds(30), outputLimit: Int = 64 << 20
+    ) throws -> Completion {
+        _ = ignoreSIGPIPE
+        let child = try spawn(path: argv[0], arguments: argv, environment: [])
+        // The writer has its own thread so a child that writes before it reads all its input cannot deadlock us.
+        let writer = DispatchGroup()
+        let stdinFD = child.stdinFD
+        DispatchQueue.global().async(group: writer) {
+            input.withUnsafeBytes { (buffer: UnsafeRawBufferPointer) in
+                var offset = 0
+                while offset < buffer.count, let base = buffer.baseAddress {
+                    let written = Glibc.write(stdinFD, base + offset, buffer.count - offset)
+                    if written < 0 && errno == EINTR { continue }
+                    if written <= 0 { break }
+                    offset += written
+                }
+            }
+            _ = Glibc.close(stdinFD)
+        }
+        var stdout = Data()
+        var stderr = Data()
+        var timedOut = false
+        let deadline = ContinuousClock.now + timeout
+        var open: [Int32] = [child.stdoutFD, child.stderrFD]
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while !open.isEmpty {
+            let left = deadline - ContinuousClock.now
+            if left <= .zero {
+                timedOut = true
+                child.kill()
+                break
+            }
+            var fds = open.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+            let ready = poll(&fds, nfds_t(fds.count), Int32(max(1, min(left.inSeconds * 1000, 1000))))
+            if ready < 0 && errno != EINTR { break }
+            for entry in fds where entry.revents != 0 {
+                let n = Glibc.read(entry.fd, &buffer, buffer.count)
+                if n < 0 && (errno == EAGAIN || errno == EINTR) { continue }
+                if n <= 0 {
+                    open.removeAll { $0 == entry.fd }
+                    continue
+                }
+                if entry.fd == child.stdoutFD {
+                    if stdout.count < outputLimit { stdout.append(contentsOf: buffer[0..<n]) }
+                } else if stderr.count < outputLimit {
+                    stderr.append(contentsOf: buffer[0..<n])
+                }
+            }
+        }
+        var status: Int32 = 0
+        while waitpid(child.pid, &status, 0) < 0 && errno == EINTR {}
+        child.markReaped(status)
+        writer.wait()
+        _ = Glibc.close(child.stdoutFD)
+        child.closeStderr()
+        return Completion(status: status, stdout: stdout, stderr: stderr, timedOut: timedOut)
+    }
+}
+
+/// Writing to a pipe whose reader died must fail with EPIPE, not kill the host.
+let ignoreSIGPIPE: Void = {
+    _ = signal(SIGPIPE, SIG_IGN)
+}()
+
 /// Describes a raw wait status: "exit status 3", "killed by signal 9".
 func describeWaitStatus(_ status: Int32) -> String {
     let signal = status & 0x7f
@@ -153,19 +241,6 @@ func describeWaitStatus(_ status: Int32) -> String {
 
 func errnoText() -> String {
     String(cString: strerror(errno))
-}
-
-/// A value shared between tasks, behind a lock.
-final class Locked<Value: Sendable>: Sendable {
-    private let mutex: Mutex<Value>
-
-    init(_ value: Value) { mutex = Mutex(value) }
-
-    var value: Value { mutex.withLock { $0 } }
-
-    func set(_ value: Value) { mutex.withLock { $0 = value } }
-
-    func withLock<R: Sendable>(_ body: (inout Value) -> R) -> R { mutex.withLock { body(&$0) } }
 }
 
 /// A thread that never exits, on which every sandbox is spawned (see ``ChildProcess/spawn(path:arguments:environment:)``).

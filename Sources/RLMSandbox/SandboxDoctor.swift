@@ -63,10 +63,12 @@ public enum SandboxDoctor {
             checks.append(Check(feature: feature, status: status, detail: detail))
         }
         let root = geteuid() == 0
-        let bwrap = configuration.bubblewrapPath ?? LaunchPlan.findExecutable("bwrap")
+        let bwrap = configuration.bubblewrapPath ?? SwiftRLMPaths.executable(named: "bwrap")
         if let bwrap {
-            let version = ((try? runCapturing([bwrap, "--version"])) ?? "").trimmingCharacters(
-                in: .whitespacesAndNewlines)
+            let probe = try? ChildProcess.runToCompletion([bwrap, "--version"], timeout: .seconds(10))
+            let version =
+                probe.map { String(decoding: $0.stdout + $0.stderr, as: UTF8.self) }?
+                .trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
             add("bubblewrap", .available, "\(bwrap) (\(version))")
         } else {
             add("bubblewrap", .missing, "install it with `apt-get install -y bubblewrap`")
@@ -169,6 +171,13 @@ public enum SandboxDoctor {
                         + "the rlimits alone, and the work dir by its tmpfs size cap")
         }
         add("host-side kill", .inForce, "per-cell wall-clock timeout: interrupt, then SIGKILL of the whole sandbox")
+        let cap = "at most \(configuration.maxLiveSessionsPerProcess) live sandboxes per process"
+        add(
+            "process-wide limits", .inForce,
+            info.cgroups
+                ? cap + "; all together memory ≤ \(configuration.totalMemoryLimitBytes >> 20) MiB and pids ≤ "
+                    + "\(configuration.totalMaxProcesses) (one swiftrlm-<pid> cgroup above theirs)"
+                : cap + "; no shared memory ceiling without cgroups")
         return (checks, true)
     }
 

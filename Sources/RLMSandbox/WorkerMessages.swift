@@ -8,6 +8,9 @@ enum HostMessage {
         let id: String
         let outputLimit: Int
         let maxFrame: Int
+        /// The most prompts one `llm_query_batched` may carry: the worker raises `ValueError` in the cell beyond it,
+        /// before sending; the host's frame validation stays the hard boundary.
+        let maxBatch: Int
         let workDir: String
         let landlock: Bool
 
@@ -15,6 +18,7 @@ enum HostMessage {
             case type, id, landlock
             case outputLimit = "output_limit"
             case maxFrame = "max_frame"
+            case maxBatch = "max_batch"
             case workDir = "work_dir"
         }
     }
@@ -69,8 +73,12 @@ enum HostMessage {
     }
 
     static func encode(_ message: some Encodable) -> Data {
+        // `/` is not escaped: text full of slashes (paths, URLs, a hostile 9 MB of them) would otherwise double in
+        // size on the wire and pass the frame cap.
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .withoutEscapingSlashes
         // Encoding our own plain structs cannot fail.
-        try! JSONEncoder().encode(message)
+        return try! encoder.encode(message)
     }
 }
 

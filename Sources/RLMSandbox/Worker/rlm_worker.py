@@ -36,6 +36,7 @@ _MAIN_TID = _thread.get_ident()
 _DEFAULT_OUTPUT_LIMIT = 20000
 _DEFAULT_MAX_FRAME = 16 * 1024 * 1024
 _MIN_MAX_FRAME = 65536
+_DEFAULT_MAX_BATCH = 4096  # the host's limit too (WorkerMessage.maxBatchPrompts); `init` may say otherwise
 _PyCF_ONLY_AST = 0x400
 _CUT_NOTE = '\n... [truncated to fit the channel frame limit]'
 _BUILTIN_NAMES = frozenset(
@@ -47,6 +48,7 @@ _HOST_TYPES = frozenset(
 # Mutable state lives in one-element lists so the signal handler and helper threads see updates without `global`.
 _MAX_FRAME = [_DEFAULT_MAX_FRAME]
 _OUTPUT_LIMIT = [_DEFAULT_OUTPUT_LIMIT]
+_MAX_BATCH = [_DEFAULT_MAX_BATCH]
 _ACTIVE = [False]      # user code of a cell is running on the main thread: SIGINT raises KeyboardInterrupt
 _DEFER = [0]           # main thread is writing a frame: hold a KeyboardInterrupt until the frame is complete
 _PEND_INT = [False]    # an interrupt arrived while deferred
@@ -507,6 +509,10 @@ def llm_query_batched(prompts, model=None):
     _check_model('llm_query_batched', model)
     if not prompts:
         return []
+    # The host drops a worker whose batch is over its limit; raising here keeps the REPL and says what to do.
+    if len(prompts) > _MAX_BATCH[0]:
+        raise ValueError(f'llm_query_batched: {len(prompts)} prompts in one call, more than the limit of '
+                         f'{_MAX_BATCH[0]}; split the list and call it several times')
     return _subcall('llm_query_batched', {'prompts': [str(p) for p in prompts], 'model': model})
 
 
@@ -1056,18 +1062,22 @@ def _read_init(reader):
         raise _ProtocolError(f'expected init, got {m["type"]}')
     ol = m.get('output_limit', _DEFAULT_OUTPUT_LIMIT)
     mf = m.get('max_frame', _DEFAULT_MAX_FRAME)
+    mb = m.get('max_batch', _DEFAULT_MAX_BATCH)
     wd = m.get('work_dir')
     ll = m.get('landlock')
     if type(ol) is not int or ol < 0:
         raise _ProtocolError('init: output_limit must be a non-negative int')
     if type(mf) is not int or mf < _MIN_MAX_FRAME:
         raise _ProtocolError(f'init: max_frame must be an int >= {_MIN_MAX_FRAME}')
+    if type(mb) is not int or mb < 1:
+        raise _ProtocolError('init: max_batch must be an int >= 1')
     if type(wd) is not str or not wd:
         raise _ProtocolError('init: work_dir (str) is required')
     if type(ll) is not bool:
         raise _ProtocolError('init: landlock (bool) is required')
     _OUTPUT_LIMIT[0] = ol
     _MAX_FRAME[0] = mf
+    _MAX_BATCH[0] = mb
     return m['id'], wd, ll
 
 
