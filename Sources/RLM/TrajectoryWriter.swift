@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import Synchronization
 
 /// Writes every event of a run as one JSON object per line (JSONL), replacing any planted secret by `[REDACTED]`
@@ -9,19 +10,26 @@ public final class TrajectoryWriter: Sendable {
     private let handle: Mutex<FileHandle?>
     private let secrets: [String]
 
-    /// Opens (creating directories, truncating the file) a trajectory file.
+    /// Opens (creating directories, truncating the file) a trajectory file. The file is born 0600 — created with
+    /// that mode by `open(2)`, never chmod'ed after — and not through a link; a missing parent directory is created
+    /// 0700.
     /// - Parameters:
     ///   - path: the file.
     ///   - secrets: strings that must never be written (API keys); each is replaced by `[REDACTED]`.
     public init(path: String, secrets: [String] = []) throws {
-        let url = URL(fileURLWithPath: path)
-        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-        guard FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600])
-        else {
-            throw CocoaError(.fileWriteNoPermission, userInfo: [NSFilePathErrorKey: path])
+        let directory = URL(fileURLWithPath: path).deletingLastPathComponent()
+        if !FileManager.default.fileExists(atPath: directory.path) {
+            try SwiftRLMPaths.createDirectory(directory, privateToOwner: true)
         }
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard fd >= 0 else {
+            throw PathError("cannot write the trajectory \(path): \(String(cString: strerror(errno)))")
+        }
+        // An existing file keeps its mode through O_TRUNC: tighten one found looser.
+        var info = stat()
+        if fstat(fd, &info) == 0, info.st_mode & 0o077 != 0 { fchmod(fd, 0o600) }
         self.path = path
-        self.handle = Mutex(try FileHandle(forWritingTo: url))
+        self.handle = Mutex(FileHandle(fileDescriptor: fd, closeOnDealloc: true))
         self.secrets = secrets.filter { $0.count >= 8 }
     }
 

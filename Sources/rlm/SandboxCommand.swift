@@ -81,14 +81,20 @@ struct SandboxExec: AsyncParsableCommand {
             throw ExitCode(2)
         }
         let result: CellResult
+        let timeout = timeout
         do {
             let sandbox = try options.makeSandbox(timeout: timeout)
-            result = try await sandbox.withSession { session in
-                try await session.run(code, timeout: Duration(userSeconds: timeout))
+            // SIGINT/SIGTERM kill the sandbox and remove its cgroups on the way out.
+            result = try await untilInterrupted(forceExit: { signal in Foundation.exit(128 + signal) }) {
+                try await sandbox.withSession { session in
+                    try await session.run(code, timeout: Duration(userSeconds: timeout))
+                }
             }
         } catch let error as SandboxError {
             printError("rlm: \(error)")
             throw ExitCode(error.isSetupError ? 2 : 1)
+        } catch let interrupted as Interrupted {
+            throw ExitCode(128 + interrupted.signal)
         }
         var stderr = result.stderr
         if let error = result.error, Self.exitStatus(result) != 0 {

@@ -25,3 +25,37 @@ struct JSONTextTests {
         #expect(!text.unicodeScalars.contains { ($0.value < 0x20 && $0 != "\n") || (0x7F...0x9F).contains($0.value) })
     }
 }
+
+/// Trajectory files are private from the first byte.
+@Suite("Trajectory files")
+struct TrajectoryFileTests {
+    @Test func aTrajectoryIsBorn0600InA0700Directory() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("rlm-tf-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: root) }
+        let path = root.appendingPathComponent("trajectories/run.jsonl").path
+        let writer = try TrajectoryWriter(path: path)
+        writer.close()
+        let file = try FileManager.default.attributesOfItem(atPath: path)
+        #expect((file[.posixPermissions] as? Int) == 0o600)
+        let directory = try FileManager.default.attributesOfItem(
+            atPath: root.appendingPathComponent("trajectories").path)
+        #expect((directory[.posixPermissions] as? Int) == 0o700)
+    }
+
+    @Test func aLooserExistingFileIsTightenedAndALinkIsRefused() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("rlm-tf-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: root) }
+        let loose = root.appendingPathComponent("loose.jsonl").path
+        FileManager.default.createFile(
+            atPath: loose, contents: Data("old".utf8), attributes: [.posixPermissions: 0o644])
+        try TrajectoryWriter(path: loose).close()
+        #expect((try FileManager.default.attributesOfItem(atPath: loose)[.posixPermissions] as? Int) == 0o600)
+        let target = root.appendingPathComponent("elsewhere").path
+        FileManager.default.createFile(atPath: target, contents: Data("keep".utf8))
+        let link = root.appendingPathComponent("link.jsonl").path
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: target)
+        #expect(throws: (any Error).self) { try TrajectoryWriter(path: link) }
+        #expect(try String(contentsOfFile: target, encoding: .utf8) == "keep")
+    }
+}
