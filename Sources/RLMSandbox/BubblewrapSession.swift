@@ -206,9 +206,12 @@ actor BubblewrapSession: SandboxSession {
         guard case .result(_, let payload) = outcome.message else {
             throw await violation("expected a 'result' frame for \(id)")
         }
+        // The worker cuts each stream to the output limit, but code in the cell shares its process and could forge a
+        // result frame: the host cuts again (the slack covers notes the worker appends after its own cut).
+        let keep = configuration.outputLimit + 1000
         var result = CellResult(
-            stdout: payload.stdout, stderr: payload.stderr, error: payload.error,
-            duration: ContinuousClock.now - start, finalAnswer: payload.final)
+            stdout: Self.cut(payload.stdout, keep: keep), stderr: Self.cut(payload.stderr, keep: keep),
+            error: payload.error, duration: ContinuousClock.now - start, finalAnswer: payload.final)
         if outcome.interrupted {
             result.timedOut = true
             result.error = CellError(
@@ -219,6 +222,14 @@ actor BubblewrapSession: SandboxSession {
         }
         if result.error?.type == "MemoryError" { result.memoryExceeded = true }
         return result
+    }
+
+    /// Head and tail of `text` within `keep` characters, with the worker's marker in the middle.
+    static func cut(_ text: String, keep: Int) -> String {
+        guard text.count > keep else { return text }
+        let half = keep / 2
+        return String(text.prefix(half)) + "\n... [\(text.count - 2 * half) characters cut] ...\n"
+            + String(text.suffix(half))
     }
 
     func loadContext(_ context: ContextValue, name: String) async throws {
@@ -412,7 +423,7 @@ actor BubblewrapSession: SandboxSession {
                             await self.subcallFinished()
                         }
                     case .fatal(let text):
-                        fatalMessage = String(text.prefix(2000))
+                        fatalMessage = UntrustedText.visible(String(text.prefix(2000)))
                         logger.warning("sandbox worker failed", metadata: ["rlm.sandbox.message": "\(text)"])
                         process.kill()
                         throw ExchangeOutcome.died
@@ -478,6 +489,8 @@ actor BubblewrapSession: SandboxSession {
     // MARK: - Ending
 
     private func violation(_ reason: String) async -> SandboxError {
+        // The reason may quote what the worker sent: never let it reach a log or a terminal raw.
+        let reason = UntrustedText.visible(reason)
         logger.warning("sandbox protocol violation", metadata: ["rlm.sandbox.reason": "\(reason)"])
         await terminate(reason: "the worker broke the channel protocol (\(reason)); the sandbox was killed")
         return SandboxError.protocolViolation(reason)

@@ -15,7 +15,10 @@ public struct ProcessSandbox: Sandbox {
     /// - Parameters:
     ///   - configuration: limits, paths and features.
     ///   - logger: where sandbox lifecycle events are logged (debug level).
-    public init(configuration: Configuration = Configuration(), logger: Logger = Logger(label: "rlm.sandbox")) {
+    public init(
+        configuration: Configuration = Configuration(),
+        logger: Logger = Logger(label: "rlm.sandbox", factory: { _ in SwiftLogNoOpLogHandler() })
+    ) {
         self.configuration = configuration
         self.logger = logger
     }

@@ -30,42 +30,13 @@ private func writeUntrusted(_ text: String, to handle: FileHandle, isTerminal: B
     handle.write(Data(safe.utf8))
 }
 
-/// Model- and worker-written text meets the user's terminal only through here: a final answer holding
-/// `ESC ] 52 ; c ; …` would write the clipboard, `ESC [ 2 J` would clear the screen, a title sequence would retitle
-/// the window, a bare carriage return would overwrite the line before it. Every C0 control but newline and tab, DEL,
-/// and every C1 control (U+0080–U+009F, which some terminals obey as 8-bit controls) is shown as a visible escape
-/// (`\x1b`, `\r`, `\u009b`) instead.
+/// Model- and worker-written text meets the user's terminal only through here (see `UntrustedText`).
 enum TerminalText {
     /// Whether stdout is a terminal.
     static let stdoutIsTerminal = isatty(1) != 0
 
     /// The text with every control character but `\n` and `\t` replaced by a visible escape.
-    static func neutralize(_ text: String) -> String {
-        guard text.unicodeScalars.contains(where: isControl) else { return text }
-        var result = String.UnicodeScalarView()
-        for scalar in text.unicodeScalars {
-            guard isControl(scalar) else {
-                result.append(scalar)
-                continue
-            }
-            let escaped: String
-            switch scalar.value {
-            case 0x0D: escaped = "\\r"
-            case 0x00..<0x80: escaped = String(format: "\\x%02x", scalar.value)
-            default: escaped = String(format: "\\u%04x", scalar.value)
-            }
-            result.append(contentsOf: escaped.unicodeScalars)
-        }
-        return String(result)
-    }
-
-    private static func isControl(_ scalar: Unicode.Scalar) -> Bool {
-        switch scalar.value {
-        case 0x0A, 0x09: return false
-        case 0x00..<0x20, 0x7F, 0x80...0x9F: return true
-        default: return false
-        }
-    }
+    static func neutralize(_ text: String) -> String { UntrustedText.visible(text) }
 }
 
 /// The CLI's one self-overwriting status line on stderr: shown only when stderr is a terminal, so pipes and logs stay

