@@ -139,7 +139,8 @@ let package = Package(
 
         // Engine unit tests: scripted model and in-memory sandbox; no bubblewrap, no HTTP.
         .testTarget(name: "RLMTests", dependencies: ["RLM", "RLMTesting"], swiftSettings: swiftSettings),
-        .testTarget(name: "RLMSandboxTests", dependencies: ["RLMSandbox", "RLM"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "RLMSandboxTests", dependencies: ["RLMSandbox", "RLM", "RLMTesting"], swiftSettings: swiftSettings),
         .testTarget(
             name: "RLMProvidersTests",
             dependencies: ["RLMProviders", "RLMTesting", "RLM"],

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import RLM
+import RLMTesting
 import Synchronization
 import Testing
 
@@ -72,56 +73,6 @@ func expectGone(
     try await expectNoSandboxLeftBehind(probe, sourceLocation: sourceLocation)
 }
 
-func isZombie(_ pid: pid_t) -> Bool {
-    guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return true }
-    return status.contains("State:\tZ")
-}
-
-/// Pids whose cgroup path ends in one of `names` (the sandbox's `swiftrlm-<pid>-<n>` groups).
-func processesInCgroups(named names: [String]) -> [pid_t] {
-    guard !names.isEmpty else { return [] }
-    return allPids().filter { pid in
-        guard let text = try? String(contentsOfFile: "/proc/\(pid)/cgroup", encoding: .utf8) else { return false }
-        return names.contains { text.contains("/" + $0 + "\n") || text.hasSuffix("/" + $0) }
-    }
-}
-
-/// bubblewrap processes of our sandboxes (their argv holds `--hostname rlm-sandbox`), started after `date`, whose
-/// parent is no longer a host that runs sandboxes (rlm, rlm-bench, a test runner, bwrap itself): reparented to init
-/// or a subreaper, which is what a sandbox whose host died or forgot it looks like.
-func orphanedSandboxProcesses(startedAfter date: Date) -> [pid_t] {
-    let bootTime = bootDate()
-    return allPids().filter { pid in
-        guard let cmdline = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline"),
-            cmdline.range(of: Data("\0--hostname\0rlm-sandbox\0".utf8)) != nil,
-            let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-            let close = stat.lastIndex(of: ")")
-        else { return false }
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
-        // After ")": state(0) ppid(1) … starttime(19), in clock ticks since boot.
-        guard fields.count > 19, let ppid = Int32(fields[1]), let ticks = Double(fields[19]) else { return false }
-        let started = bootTime.addingTimeInterval(ticks / Double(sysconf(Int32(_SC_CLK_TCK))))
-        guard started >= date.addingTimeInterval(-1) else { return false }
-        let parent =
-            (try? String(contentsOfFile: "/proc/\(ppid)/comm", encoding: .utf8))?
-            .trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
-        return ppid == 1 || !(["rlm", "rlm-bench", "bwrap"].contains(parent) || parent.hasPrefix("swiftrlm"))
-    }
-}
-
-func allPids() -> [pid_t] {
-    ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { pid_t($0) }
-}
-
-private func bootDate() -> Date {
-    let text = (try? String(contentsOfFile: "/proc/stat", encoding: .utf8)) ?? ""
-    for line in text.split(separator: "\n") where line.hasPrefix("btime ") {
-        if let seconds = Double(line.dropFirst(6)) { return Date(timeIntervalSince1970: seconds) }
-    }
-    return .distantPast
-}
-
-/// A listening TCP socket on the host's 127.0.0.1; returns (fd, port).
 func openLoopbackListener() throws -> (Int32, Int) {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { throw SandboxError.setup("socket failed") }

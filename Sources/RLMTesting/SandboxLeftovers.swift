@@ -1,12 +1,14 @@
 import Foundation
 import Glibc
 
-// A copy of this file lives in each test target that starts sandboxes (RLMIntegrationTests, CLITests); the sandbox
-// tests have the same checks in SandboxTestSupport.swift. Keep them alike.
+// What a sandbox leaves behind when something goes wrong, as seen from the host: processes in its cgroups, its cgroup
+// directories, bubblewrap processes whose host died. Test helpers for anyone who starts sandboxes (SwiftRLM's own
+// sandbox, engine and CLI tests use them to check that none of theirs is left behind); they only read /proc and
+// /sys/fs/cgroup.
 
 /// Pids whose cgroup path ends in one of `names` (a sandbox's `swiftrlm-<host pid>-<n>` groups), or, with
 /// `prefix`, starts with it.
-func processesInCgroups(named names: [String] = [], prefix: String? = nil) -> [pid_t] {
+public func processesInCgroups(named names: [String] = [], prefix: String? = nil) -> [pid_t] {
     guard !names.isEmpty || prefix != nil else { return [] }
     return allPids().filter { pid in
         guard let text = try? String(contentsOfFile: "/proc/\(pid)/cgroup", encoding: .utf8) else { return false }
@@ -16,7 +18,7 @@ func processesInCgroups(named names: [String] = [], prefix: String? = nil) -> [p
 }
 
 /// cgroup directories named `<prefix>…` at the top of, or one level below, the v1 memory and pids hierarchies.
-func cgroupDirectories(prefix: String) -> [String] {
+public func cgroupDirectories(prefix: String) -> [String] {
     var found = [String]()
     for root in ["/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids"] {
         guard let walker = FileManager.default.enumerator(atPath: root) else { continue }
@@ -31,7 +33,7 @@ func cgroupDirectories(prefix: String) -> [String] {
 /// bubblewrap processes of our sandboxes (their argv holds `--hostname rlm-sandbox`), started after `date`, whose
 /// parent is no longer a host that runs sandboxes (rlm, rlm-bench, a test runner, bwrap itself): reparented to init
 /// or a subreaper, which is what a sandbox whose host died or forgot it looks like.
-func orphanedSandboxProcesses(startedAfter date: Date) -> [pid_t] {
+public func orphanedSandboxProcesses(startedAfter date: Date) -> [pid_t] {
     let bootTime = bootDate()
     return allPids().filter { pid in
         guard let cmdline = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline"),
@@ -51,11 +53,13 @@ func orphanedSandboxProcesses(startedAfter date: Date) -> [pid_t] {
     }
 }
 
-func allPids() -> [pid_t] {
+/// Every pid in /proc.
+public func allPids() -> [pid_t] {
     ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { pid_t($0) }
 }
 
-func isZombie(_ pid: pid_t) -> Bool {
+/// Whether `pid` is gone or a zombie.
+public func isZombie(_ pid: pid_t) -> Bool {
     guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return true }
     return status.contains("State:\tZ")
 }
