@@ -107,6 +107,8 @@ let package = Package(
                 "RLM", "RLMRuntime", "RLMSandbox", "RLMLocal", "RLMTasks",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "SystemPackage", package: "swift-system"),
             ],
             swiftSettings: swiftSettings
         ),

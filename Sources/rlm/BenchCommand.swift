@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import Subprocess
+import SystemPackage
 import RLM
 import RLMSandbox
 
@@ -35,12 +37,12 @@ struct SandboxBench: AsyncParsableCommand {
 
         // Warm the page cache for both sides first so neither pays for disk reads.
         _ = try await sandbox.withSession { try await $0.run("pass") }
-        _ = try Self.runBaseline(python)
+        _ = try await Self.runBaseline(python)
 
         var baseline = [Duration]()
         var coldStarts = [Duration]()
         for _ in 0..<cold {
-            baseline.append(try Self.runBaseline(python))
+            baseline.append(try await Self.runBaseline(python))
             let start = clock.now
             let session = try await sandbox.startSession(handler: nil)
             _ = try await session.run("pass")
@@ -70,14 +72,11 @@ struct SandboxBench: AsyncParsableCommand {
                 + "p99 \(us(percentile(warmTimes, 0.99))) µs  (n=\(warm), target ≤ 500 µs)\n")
     }
 
-    static func runBaseline(_ python: String) throws -> Duration {
+    static func runBaseline(_ python: String) async throws -> Duration {
         let clock = ContinuousClock()
         let start = clock.now
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: python)
-        process.arguments = ["-c", "pass"]
-        try process.run()
-        process.waitUntilExit()
+        _ = try await Subprocess.run(
+            .path(FilePath(python)), arguments: ["-c", "pass"], output: .discarded, error: .discarded)
         return clock.now - start
     }
 }
