@@ -1,9 +1,9 @@
 import ArgumentParser
 import Foundation
-import Subprocess
-import SystemPackage
 import RLM
 import RLMSandbox
+import Subprocess
+import SystemPackage
 
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
