@@ -33,6 +33,8 @@ public struct ContextLoader: Sendable {
     public struct LoadError: Error, Sendable, CustomStringConvertible {
         /// What went wrong, naming the path.
         public var description: String
+        /// The context is larger than the limit (an HTTP front end answers 413).
+        public var isTooLarge: Bool = false
     }
 
     /// - Parameters:
@@ -60,7 +62,7 @@ public struct ContextLoader: Sendable {
             guard total <= maxTotalBytes else {
                 throw LoadError(
                     description: "the context is larger than \(maxTotalBytes >> 20) MiB (at \(path)); "
-                        + "pass fewer files or raise the limit")
+                        + "pass fewer files or raise the limit", isTooLarge: true)
             }
             guard let text = Self.decodeText(data) else {
                 notices.append(Notice(path: path, reason: "binary file skipped"))
@@ -206,7 +208,8 @@ public struct ContextLoader: Sendable {
         guard size <= limit else {
             throw LoadError(
                 description: "the context is larger than the limit (\(path) is \(size) bytes; "
-                    + "\(max(0, limit)) bytes are left of the context limit): pass fewer files or raise the limit")
+                    + "\(max(0, limit)) bytes are left of the context limit): pass fewer files or raise the limit",
+                isTooLarge: true)
         }
         var data = Data(count: size)
         var filled = 0
@@ -244,7 +247,7 @@ public struct ContextLoader: Sendable {
         guard data.count <= limit else {
             throw LoadError(
                 description: "stdin holds more than the context limit (\(max(0, limit)) bytes left); "
-                    + "pass a file instead or raise the limit")
+                    + "pass a file instead or raise the limit", isTooLarge: true)
         }
         return data
     }

@@ -152,6 +152,8 @@ enum Prompts {
         if let error = result.error {
             if !body.isEmpty && !body.hasSuffix("\n") { body += "\n" }
             body += error.traceback.isEmpty ? "\(error.type): \(error.message)" : error.traceback
+            // A timeout's traceback ends in KeyboardInterrupt, which says nothing about why: say it plainly.
+            if result.timedOut && !error.traceback.isEmpty { body += "\n\(error.type): \(error.message)" }
             if result.stateLost { body += "\n(the REPL was restarted: variables are gone, `context` is reloaded)" }
         }
         if body.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {

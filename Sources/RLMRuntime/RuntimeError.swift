@@ -61,6 +61,8 @@ public struct RunFailure: Error, Sendable, Hashable, CustomStringConvertible {
     public var kind: Kind
     /// What happened and what to do; safe to show and to log.
     public var message: String
+    /// The input was over a size limit (HTTP 413 rather than 400).
+    public var tooLarge = false
 
     /// - Parameters:
     ///   - kind: the kind.
@@ -85,7 +87,7 @@ public struct RunFailure: Error, Sendable, Hashable, CustomStringConvertible {
     public var httpStatus: Int {
         switch kind {
         case .usage: return 400
-        case .context: return message.contains("too large") || message.contains("limit") ? 413 : 400
+        case .context: return tooLarge ? 413 : 400
         case .rateLimited: return 429
         case .unreachable, .interrupted: return 503
         case .unauthorized, .provider: return 502
@@ -120,7 +122,9 @@ public struct RunFailure: Error, Sendable, Hashable, CustomStringConvertible {
         case let error as RuntimeError:
             return RunFailure(error.isUsage ? .usage : .setup, error.message)
         case let error as ContextLoader.LoadError:
-            return RunFailure(.context, error.description)
+            var failure = RunFailure(.context, error.description)
+            failure.tooLarge = error.isTooLarge
+            return failure
         case let error as LLMError:
             switch error.kind {
             case .configuration: return RunFailure(.usage, error.message)

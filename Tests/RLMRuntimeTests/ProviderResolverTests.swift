@@ -237,6 +237,24 @@ struct RuntimeTests {
         #expect(failure.jsonRPCCode == rpc)
     }
 
+    @Test func aContextOverTheLimitIs413AndAMissingOne400() throws {
+        let big = FileManager.default.temporaryDirectory.appendingPathComponent("rlm-413-\(UUID().uuidString)")
+        try String(repeating: "x", count: 2_000).write(to: big, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: big) }
+        do {
+            _ = try ContextLoader(maxTotalBytes: 1_000).load([big.path])
+            Issue.record("expected a refusal")
+        } catch {
+            #expect(RunFailure.classify(error).httpStatus == 413)
+        }
+        do {
+            _ = try ContextLoader().load(["/nonexistent/limit/too large"])
+            Issue.record("expected an error")
+        } catch {
+            #expect(RunFailure.classify(error).httpStatus == 400, "a path holding 'limit' is not a size error")
+        }
+    }
+
     @Test func errorsAreClassifiedOnce() {
         #expect(RunFailure.classify(LLMError(.unauthorized, "bad key")).kind == .unauthorized)
         #expect(RunFailure.classify(LLMError(.transport, "no route")).kind == .unreachable)

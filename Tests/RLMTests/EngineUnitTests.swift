@@ -132,4 +132,20 @@ struct EngineUnitTests {
         }
         #expect(reason.limit == .iterations)
     }
+
+    @Test func aTimedOutCellTellsTheModelItTimedOut() async throws {
+        let root = ScriptedModel(name: "root", replies: [Self.fence("while True: pass"), "FINAL(ok)"])
+        let sandbox = InMemorySandbox { _ in
+            CellResult(
+                error: CellError(
+                    type: "TimeoutError", message: "the cell ran past its 1 s timeout and was interrupted",
+                    traceback: "Traceback (most recent call last):\nKeyboardInterrupt\n"),
+                timedOut: true)
+        }
+        _ = try await RLMEngine(configuration: RLMConfiguration(rootModel: root, sandbox: sandbox))
+            .run(query: "q", context: nil)
+        let shown = root.requests.last?.last?.content ?? ""
+        #expect(shown.contains("KeyboardInterrupt"))
+        #expect(shown.contains("ran past its 1 s timeout"), "\(shown)")
+    }
 }
