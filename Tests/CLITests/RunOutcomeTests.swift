@@ -107,6 +107,7 @@ struct RunOutcomeTests {
             let json = try #require(result.json, "\(result.stdout)")
             #expect(json["status"] as? String == "budget_exhausted")
             #expect(json["limit"] as? String == "tokens")
+            #expect(result.stdout.split(separator: "\n").count == 1, "exactly one line of JSON")
         }
     }
 

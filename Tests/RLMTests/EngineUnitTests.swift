@@ -148,4 +148,16 @@ struct EngineUnitTests {
         #expect(shown.contains("KeyboardInterrupt"))
         #expect(shown.contains("ran past its 1 s timeout"), "\(shown)")
     }
+
+    @Test func rlmQueryWithAnUndeclaredModelIsRefusedAndStartsNothing() async throws {
+        let root = ScriptedModel(name: "root", replies: [Self.fence("RLM ghost hello"), "FINAL(done)"])
+        let sandbox = Self.interpreter()
+        var configuration = RLMConfiguration(rootModel: root, sandbox: sandbox)
+        configuration.callableModels = ["root": root]
+        let result = try await RLMEngine(configuration: configuration).run(query: "q", context: nil)
+        #expect(result.answer == "done")
+        #expect(sandbox.sessionsStarted == 1, "no child sandbox for a refused model")
+        #expect(root.requests.count == 2)
+        #expect(root.requests.last?.last?.content.contains("'ghost' is not declared") == true)
+    }
 }
