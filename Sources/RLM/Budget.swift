@@ -164,6 +164,36 @@ actor BudgetTracker {
         func refuse(_ limit: BudgetLimit, _ message: String) -> ReservationOutcome {
             .refused(BudgetExhausted(limit: limit, message: message))
         }
+        // A call to a model of unknown price under a cost budget waits for the run's one turn for such calls first,
+        // so every check below runs without suspending, on numbers no other call can change meanwhile.
+        var holdsUnpricedTurn = false
+        if budget.maxCostUSD != nil,
+            price(TokenUsage(inputTokens: promptTokens, outputTokens: 0)) == nil
+                || price(TokenUsage(inputTokens: 0, outputTokens: 1_000_000)) == nil
+        {
+            guard await takeUnpricedTurn() else {
+                return .refused(exhausted ?? BudgetExhausted(limit: .cost, message: "the run is over"))
+            }
+            holdsUnpricedTurn = true
+            if let exhausted {
+                releaseUnpricedTurn()
+                return .refused(exhausted)
+            }
+        }
+        let outcome = checkAndReserve(
+            promptTokens: promptTokens, configuredMaxOutput: configuredMaxOutput, price: price,
+            holdsUnpricedTurn: holdsUnpricedTurn)
+        if case .refused = outcome, holdsUnpricedTurn { releaseUnpricedTurn() }
+        return outcome
+    }
+
+    private func checkAndReserve(
+        promptTokens: Int, configuredMaxOutput: Int?, price: @Sendable (TokenUsage) -> Double?,
+        holdsUnpricedTurn: Bool
+    ) -> ReservationOutcome {
+        func refuse(_ limit: BudgetLimit, _ message: String) -> ReservationOutcome {
+            .refused(BudgetExhausted(limit: limit, message: message))
+        }
         var maxOutput = configuredMaxOutput
         var allowance: Int?
         if let max = budget.maxTokens {
@@ -189,14 +219,14 @@ actor BudgetTracker {
                     + "\(Swift.max(0, max - usage.tokens.inputTokens - reserved.inputTokens)) left")
         }
         var cost = 0.0
-        var holdsUnpricedTurn = false
-        if let max = budget.maxCostUSD {
+        if let max = budget.maxCostUSD, !holdsUnpricedTurn {
             let remaining = max - usage.costUSD - reserved.cost
             if let inputCost = price(TokenUsage(inputTokens: promptTokens, outputTokens: 0)),
                 let perMillionOut = price(TokenUsage(inputTokens: 0, outputTokens: 1_000_000))
             {
                 let perOutput = Swift.max(0, perMillionOut - (price(TokenUsage()) ?? 0)) / 1e6
-                let affordable = perOutput > 0 ? Int(((remaining - inputCost) / perOutput).rounded(.down)) : Int.max
+                let tokens = perOutput > 0 ? ((remaining - inputCost) / perOutput).rounded(.down) : .infinity
+                let affordable = tokens.isFinite ? Int(Swift.min(tokens, 1e9)) : 1_000_000_000
                 guard inputCost <= remaining, affordable >= 16 else {
                     return refuse(
                         .cost,
@@ -213,15 +243,6 @@ actor BudgetTracker {
                             format: "this call may cost up to $%.4f and the run's cost budget has $%.4f left", cost,
                             Swift.max(0, remaining)))
                 }
-            } else {
-                guard await takeUnpricedTurn() else {
-                    return .refused(exhausted ?? BudgetExhausted(limit: .cost, message: "the run is over"))
-                }
-                if let exhausted {
-                    releaseUnpricedTurn()
-                    return .refused(exhausted)
-                }
-                holdsUnpricedTurn = true
             }
         }
         let reservation = Reservation(
@@ -233,7 +254,14 @@ actor BudgetTracker {
         return .reserved(reservation, maxOutputTokens: maxOutput)
     }
 
-    /// Ends a reservation; the call's real usage is recorded with ``record(_:cost:isSubcall:)``.
+    /// Ends a reservation and records the call's real usage in one step, so no other call's reservation can slip
+    /// between the two.
+    func settle(_ reservation: Reservation, usage tokens: TokenUsage, cost: Double, isSubcall: Bool) {
+        release(reservation)
+        record(tokens, cost: cost, isSubcall: isSubcall)
+    }
+
+    /// Ends a reservation whose call spent nothing (it failed or was cancelled before any usage was reported).
     func release(_ reservation: Reservation) {
         reserved.inputTokens -= reservation.inputTokens
         reserved.outputTokens -= reservation.outputTokens

@@ -197,12 +197,17 @@ enum Prompts {
         FINAL(answer)
         """
 
-    /// Keeps the head and tail of `text` within `limit` characters, saying how much was cut.
+    /// Keeps the head and tail of `text` within `limit` Unicode scalars, saying how much was cut. Scalars, not
+    /// `Character`s: a single grapheme cluster can hold megabytes of combining marks.
     static func headTail(_ text: String, limit: Int) -> String {
-        guard text.count > limit, limit > 40 else { return text }
+        let scalars = text.unicodeScalars
+        guard scalars.count > limit, limit > 40 else { return text }
         let half = (limit - 40) / 2
-        let cut = text.count - 2 * half
-        return String(text.prefix(half)) + "\n… [\(cut) characters cut] …\n" + String(text.suffix(half))
+        let cut = scalars.count - 2 * half
+        var head = String.UnicodeScalarView(scalars.prefix(half))
+        head.append(contentsOf: "\n… [\(cut) characters cut] …\n".unicodeScalars)
+        head.append(contentsOf: scalars.suffix(half))
+        return String(head)
     }
 
     static func grouped(_ value: Int) -> String {

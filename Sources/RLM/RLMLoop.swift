@@ -236,8 +236,8 @@ actor RLMLoop {
                     await tracker.release(reservation)
                     throw error
                 }
-                await tracker.release(reservation)
-                await tracker.record(completion.usage, cost: configuration.cost(of: completion), isSubcall: false)
+                await tracker.settle(
+                    reservation, usage: completion.usage, cost: configuration.cost(of: completion), isSubcall: false)
                 await events.emit(
                     .modelResponse, depth: depth, iteration: iteration,
                     data: [
@@ -276,12 +276,12 @@ actor RLMLoop {
         // Still too big: cut the largest message's middle.
         while size(result) > budget,
             let index = result.indices.dropFirst().max(by: {
-                result[$0].content.count < result[$1].content.count
-            }), result[index].content.count > 400
+                result[$0].content.unicodeScalars.count < result[$1].content.unicodeScalars.count
+            }), result[index].content.unicodeScalars.count > 400
         {
             let over = (size(result) - budget) * 3 + 200
             result[index].content = Prompts.headTail(
-                result[index].content, limit: max(200, result[index].content.count - over))
+                result[index].content, limit: max(200, result[index].content.unicodeScalars.count - over))
         }
         return result
     }

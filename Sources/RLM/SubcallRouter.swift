@@ -112,8 +112,8 @@ struct SubcallRouter: SubcallHandler {
         do {
             let completion = try await model.complete(
                 CompletionRequest(messages: [.user(prompt)], maxOutputTokens: maxOutput))
-            await tracker.release(reservation)
-            await tracker.record(completion.usage, cost: configuration.cost(of: completion), isSubcall: true)
+            await tracker.settle(
+                reservation, usage: completion.usage, cost: configuration.cost(of: completion), isSubcall: true)
             return completion.text
         } catch let error as LLMError where error.kind == .contextOverflow {
             await tracker.release(reservation)

@@ -21,13 +21,22 @@ public final class TrajectoryWriter: Sendable {
         if !FileManager.default.fileExists(atPath: directory.path) {
             try SwiftRLMPaths.createDirectory(directory, privateToOwner: true)
         }
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        // O_NONBLOCK: a FIFO planted at the path must not hang the run.
+        let fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0o600)
         guard fd >= 0 else {
             throw PathError("cannot write the trajectory \(path): \(String(cString: strerror(errno)))")
         }
-        // An existing file keeps its mode through O_TRUNC: tighten one found looser.
+        // Only a regular file of ours is written (and truncated only then): never someone else's file, whose owner
+        // could read the run, nor a device.
         var info = stat()
-        if fstat(fd, &info) == 0, info.st_mode & 0o077 != 0 { fchmod(fd, 0o600) }
+        guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, info.st_uid == geteuid() else {
+            Glibc.close(fd)
+            throw PathError("cannot write the trajectory \(path): not a regular file owned by this user")
+        }
+        _ = ftruncate(fd, 0)
+        // An existing file keeps its mode: tighten one found looser.
+        if info.st_mode & 0o077 != 0 { fchmod(fd, 0o600) }
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
         self.path = path
         self.handle = Mutex(FileHandle(fileDescriptor: fd, closeOnDealloc: true))
         self.secrets = secrets.filter { $0.count >= 8 }
@@ -59,6 +68,9 @@ public final class TrajectoryWriter: Sendable {
         formatter.dateFormat = "yyyyMMdd-HHmmss"
         let stamp = formatter.string(from: Date())
         return SwiftRLMPaths.stateDirectory(environment: environment)
-            .appendingPathComponent("trajectories/run-\(stamp)-\(UInt16.random(in: 0...UInt16.max)).jsonl").path
+            .appendingPathComponent(
+                "trajectories/run-\(stamp)-\(String(UInt64.random(in: 0...UInt64.max), radix: 36)).jsonl"
+            )
+            .path
     }
 }

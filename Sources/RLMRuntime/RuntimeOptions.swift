@@ -106,7 +106,9 @@ public struct RuntimeOptions: Sendable, Hashable {
         guard maxIterations >= 1 else { throw RuntimeError.usage("--max-iterations must be at least 1") }
         guard maxDepth >= 0 else { throw RuntimeError.usage("--max-depth must be 0 or more") }
         if let maxTokens, maxTokens < 1 { throw RuntimeError.usage("--max-tokens must be at least 1") }
-        if let maxCostUSD, !(maxCostUSD > 0) { throw RuntimeError.usage("--max-cost must be a positive amount") }
+        if let maxCostUSD, !(maxCostUSD > 0 && maxCostUSD.isFinite && maxCostUSD <= 1e9) {
+            throw RuntimeError.usage("--max-cost must be a positive amount of USD (at most 1e9)")
+        }
         if let timeout, timeout <= .zero { throw RuntimeError.usage("--timeout must be positive") }
         if let maxSubcalls, maxSubcalls < 0 { throw RuntimeError.usage("--max-subcalls must be 0 or more") }
         guard cellTimeout > .zero else { throw RuntimeError.usage("--cell-timeout must be positive") }

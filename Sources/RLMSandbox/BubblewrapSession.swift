@@ -224,12 +224,16 @@ actor BubblewrapSession: SandboxSession {
         return result
     }
 
-    /// Head and tail of `text` within `keep` characters, with the worker's marker in the middle.
+    /// Head and tail of `text` within `keep` Unicode scalars (not grapheme clusters, one of which can hold megabytes
+    /// of combining marks), with the worker's marker in the middle.
     static func cut(_ text: String, keep: Int) -> String {
-        guard text.count > keep else { return text }
+        let scalars = text.unicodeScalars
+        guard scalars.count > keep else { return text }
         let half = keep / 2
-        return String(text.prefix(half)) + "\n... [\(text.count - 2 * half) characters cut] ...\n"
-            + String(text.suffix(half))
+        var result = String.UnicodeScalarView(scalars.prefix(half))
+        result.append(contentsOf: "\n... [\(scalars.count - 2 * half) characters cut] ...\n".unicodeScalars)
+        result.append(contentsOf: scalars.suffix(half))
+        return String(result)
     }
 
     func loadContext(_ context: ContextValue, name: String) async throws {
@@ -415,6 +419,12 @@ actor BubblewrapSession: SandboxSession {
                         guard subcallIDs.insert(subcallID) else {
                             throw await violation("sub-call id '\(subcallID)' was used before")
                         }
+                        // Honest code cannot have more sub-calls waiting than it has threads (the pids limit);
+                        // forged frames could start host tasks without end. Past that many, stop reading the channel
+                        // until one finishes: the worker's writes then block on the full pipe.
+                        while subcallsInFlight >= max(1, configuration.maxProcesses) {
+                            try await Task.sleep(for: .milliseconds(5))
+                        }
                         let handler = handler
                         subcallsInFlight += 1
                         group.addTask {
@@ -424,7 +434,8 @@ actor BubblewrapSession: SandboxSession {
                         }
                     case .fatal(let text):
                         fatalMessage = UntrustedText.visible(String(text.prefix(2000)))
-                        logger.warning("sandbox worker failed", metadata: ["rlm.sandbox.message": "\(text)"])
+                        logger.warning(
+                            "sandbox worker failed", metadata: ["rlm.sandbox.message": "\(fatalMessage ?? "")"])
                         process.kill()
                         throw ExchangeOutcome.died
                     }

@@ -63,10 +63,10 @@ struct FakeLLMServerTests {
     @Test func requestsWaitingForAConnectionDoNotTripTheConnectTimeout() async throws {
         // Two at a time: the other four wait (here, not in the HTTP client's queue) far longer than the connect
         // timeout, and must not fail for it.
-        let configuration = FakeLLMServer.Configuration(latency: .milliseconds(1500))
+        let configuration = FakeLLMServer.Configuration(latency: .seconds(3))
         try await FakeLLMServer.withServer(configuration: configuration, .echo()) { server async throws in
             let model = openAIModel(server) {
-                $0.connectTimeout = .milliseconds(1000)
+                $0.connectTimeout = .seconds(2)
                 $0.connectionsPerHost = 2
             }
             let answers = try await withThrowingTaskGroup(of: String.self) { group in

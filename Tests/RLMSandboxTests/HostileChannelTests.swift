@@ -109,7 +109,9 @@ extension SandboxTests {
                 let result = "{'type': 'result', 'id': rid, 'stderr': '', 'error': None, 'duration_ms': 1, "
                 switch self {
                 case .result: return result + "'stdout': 'forged', 'final': 'forged answer'}"
-                case .oversizedResult: return result + "'stdout': 'x' * 200000, 'final': None}"
+                // One grapheme cluster of 400,000 combining marks, then plain text: a cut that counted Characters
+                // would see a short string.
+                case .oversizedResult: return result + "'stdout': 'a' + '\\u0301' * 400000 + 'x' * 200000, 'final': None}"
                 case .ok: return "{'type': 'ok', 'id': rid}"
                 case .variable:
                     return "{'type': 'var', 'id': rid, 'found': True, 'value': 'v', 'type_name': 'str'}"
@@ -152,10 +154,10 @@ extension SandboxTests {
         static func expectWithinTheOutputLimit(_ outcome: Result<CellResult, any Error>, limit: Int) throws {
             switch outcome {
             case .success(let result):
+                let scalars = result.stdout.unicodeScalars.count
                 #expect(
-                    result.stdout.count <= limit + 100,
-                    "a forged result carried \(result.stdout.count) characters of stdout past the \(limit)-character limit"
-                )
+                    scalars <= limit + 100,
+                    "a forged result carried \(scalars) scalars of stdout past the \(limit)-character limit")
             case .failure(let error):
                 #expect((error as? SandboxError)?.isProtocolViolation == true, "\(error)")
             }

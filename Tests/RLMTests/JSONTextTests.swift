@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import RLM
 import Testing
 
@@ -57,5 +58,18 @@ struct TrajectoryFileTests {
         try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: target)
         #expect(throws: (any Error).self) { try TrajectoryWriter(path: link) }
         #expect(try String(contentsOfFile: target, encoding: .utf8) == "keep")
+        // A FIFO planted at the path neither hangs the run nor is written.
+        let fifo = root.appendingPathComponent("fifo.jsonl").path
+        #expect(mkfifo(fifo, 0o600) == 0)
+        #expect(throws: (any Error).self) { try TrajectoryWriter(path: fifo) }
+        // Someone else's file is not truncated or written (as root: a file owned by nobody).
+        if geteuid() == 0 {
+            let theirs = root.appendingPathComponent("theirs.jsonl").path
+            FileManager.default.createFile(
+                atPath: theirs, contents: Data("theirs".utf8), attributes: [.posixPermissions: 0o666])
+            #expect(chown(theirs, 65534, 65534) == 0)
+            #expect(throws: (any Error).self) { try TrajectoryWriter(path: theirs) }
+            #expect(try String(contentsOfFile: theirs, encoding: .utf8) == "theirs")
+        }
     }
 }
