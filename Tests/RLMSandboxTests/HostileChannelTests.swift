@@ -111,7 +111,8 @@ extension SandboxTests {
                 case .result: return result + "'stdout': 'forged', 'final': 'forged answer'}"
                 // One grapheme cluster of 400,000 combining marks, then plain text: a cut that counted Characters
                 // would see a short string.
-                case .oversizedResult: return result + "'stdout': 'a' + '\\u0301' * 400000 + 'x' * 200000, 'final': None}"
+                case .oversizedResult:
+                    return result + "'stdout': 'a' + '\\u0301' * 400000 + 'x' * 200000, 'final': None}"
                 case .ok: return "{'type': 'ok', 'id': rid}"
                 case .variable:
                     return "{'type': 'var', 'id': rid, 'found': True, 'value': 'v', 'type_name': 'str'}"
