@@ -81,6 +81,19 @@ public struct ContextLoader: Sendable {
             }
             for name in try Self.entries(of: fd, path: path) {
                 let child = path.hasSuffix("/") ? path + name : path + "/" + name
+                // Look before opening: opening a device node or a FIFO can have effects of its own.
+                var kind = stat()
+                if fstatat(fd, name, &kind, AT_SYMLINK_NOFOLLOW) == 0 {
+                    let type = kind.st_mode & S_IFMT
+                    if type == S_IFLNK {
+                        notices.append(Notice(path: child, reason: "symbolic link, skipped"))
+                        continue
+                    }
+                    if type != S_IFREG && type != S_IFDIR {
+                        notices.append(Notice(path: child, reason: "not a regular file, skipped"))
+                        continue
+                    }
+                }
                 let entry = openat(fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)
                 guard entry >= 0 else {
                     notices.append(

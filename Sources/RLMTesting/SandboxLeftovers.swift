@@ -17,14 +17,14 @@ public func processesInCgroups(named names: [String] = [], prefix: String? = nil
     }
 }
 
-/// cgroup directories named `<prefix>…` at the top of, or one level below, the v1 memory and pids hierarchies.
+/// cgroup directories named `<prefix>…` anywhere in the first eight levels of the v1 memory and pids hierarchies.
 public func cgroupDirectories(prefix: String) -> [String] {
     var found = [String]()
     for root in ["/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids"] {
         guard let walker = FileManager.default.enumerator(atPath: root) else { continue }
         while let path = walker.nextObject() as? String {
             if (path as NSString).lastPathComponent.hasPrefix(prefix) { found.append(root + "/" + path) }
-            if path.split(separator: "/").count > 3 { walker.skipDescendants() }
+            if path.split(separator: "/").count > 8 { walker.skipDescendants() }
         }
     }
     return found

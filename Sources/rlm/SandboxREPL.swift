@@ -52,6 +52,17 @@ struct SandboxREPL: AsyncParsableCommand {
         }
         interrupts.resume()
         defer { interrupts.cancel() }
+        // SIGTERM ends the REPL cleanly: the sandbox is killed and its cgroups removed before the process exits.
+        signal(SIGTERM, SIG_IGN)
+        let terminations = DispatchSource.makeSignalSource(signal: SIGTERM)
+        terminations.setEventHandler {
+            Task {
+                await current.get().shutdown()
+                Foundation.exit(128 + SIGTERM)
+            }
+        }
+        terminations.resume()
+        defer { terminations.cancel() }
 
         while let cell = readCell(interactive: interactive) {
             if cell.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty { continue }

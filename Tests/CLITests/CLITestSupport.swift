@@ -53,7 +53,13 @@ func expectNoSandboxLeftBehind(
 ) async throws {
     var left = [String]()
     for _ in 0..<150 {
-        left = cgroupDirectories(prefix: "swiftrlm-\(rlmPID)-").map { "cgroup \($0)" }
+        // The per-sandbox groups and the process's parent group `swiftrlm-<pid>`.
+        left = cgroupDirectories(prefix: "swiftrlm-\(rlmPID)")
+            .filter { path in
+                let name = (path as NSString).lastPathComponent
+                return name == "swiftrlm-\(rlmPID)" || name.hasPrefix("swiftrlm-\(rlmPID)-")
+            }
+            .map { "cgroup \($0)" }
         left += processesInCgroups(prefix: "swiftrlm-\(rlmPID)-").map { "pid \($0) in rlm \(rlmPID)'s cgroup" }
         left += orphanedSandboxProcesses(startedAfter: since).map { "orphaned bwrap \($0)" }
         if left.isEmpty { return }

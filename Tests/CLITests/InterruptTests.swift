@@ -13,8 +13,11 @@ struct InterruptTests {
         for root in ["/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids"] {
             guard let walker = FileManager.default.enumerator(atPath: root) else { continue }
             while let path = walker.nextObject() as? String {
-                if (path as NSString).lastPathComponent.hasPrefix("swiftrlm-\(pid)-") { found.append(path) }
-                if path.split(separator: "/").count > 3 { walker.skipDescendants() }
+                // Both the per-sandbox groups (`swiftrlm-<pid>-<n>`) and the process's parent (`swiftrlm-<pid>`),
+                // wherever the host's own group nests them.
+                let name = (path as NSString).lastPathComponent
+                if name == "swiftrlm-\(pid)" || name.hasPrefix("swiftrlm-\(pid)-") { found.append(path) }
+                if path.split(separator: "/").count > 8 { walker.skipDescendants() }
             }
         }
         return found

@@ -45,8 +45,9 @@ struct TerminalInjectionTests {
 
     static func containsRawControls(_ bytes: [UInt8]) -> Bool {
         let text = String(decoding: bytes, as: UTF8.self)
+        // A pty turns "\n" into "\r\n", so only the payload's own bare carriage return ("E\rF") counts.
         return text.contains("\u{1B}]52") || text.contains("\u{1B}[2J") || text.contains("\u{1B}]0;")
-            || text.unicodeScalars.contains { $0.value == 0x9B }
+            || text.unicodeScalars.contains { $0.value == 0x9B } || text.contains("E\rF")
     }
 
     @Test func sandboxOutputIsNeutralisedOnATerminal() async throws {
@@ -65,6 +66,10 @@ struct TerminalInjectionTests {
         let errors = try await onTerminal("stderr", ["sandbox", "exec", stderrCode])
         #expect(errors.status == 1)
         #expect(!Self.containsRawControls(errors.bytes))
+        let errorText = String(decoding: errors.bytes, as: UTF8.self)
+        #expect(
+            errorText.contains(#"A\x1b]52;c;cHduZWQ=\x07B"#), "the payload reached stderr, made visible: \(errorText)")
+        #expect(errorText.contains("ValueError"))
     }
 
     @Test func rawGivesTheBytes() async throws {

@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import RLM
 import Synchronization
 import Testing
@@ -75,6 +76,58 @@ struct ContextLoaderTests {
         }
         stop.withLock { $0 = true }
         #expect(loads > 3)
+        #expect(swaps.withLock { $0 } > 10, "the attack really ran")
+    }
+
+    /// A 64 GiB sparse file: refused from its size alone (reading it first would take the host down).
+    @Test func aHugeSparseFileIsRefusedFromItsSize() throws {
+        let dir = try Self.scratch()
+        let file = dir.appendingPathComponent("huge.log").path
+        let fd = open(file, O_WRONLY | O_CREAT, 0o600)
+        #expect(fd >= 0)
+        #expect(ftruncate(fd, 64 << 30) == 0)
+        close(fd)
+        let start = ContinuousClock.now
+        #expect(throws: ContextLoader.LoadError.self) { try ContextLoader(maxTotalBytes: 4_000).load([dir.path]) }
+        #expect(ContinuousClock.now - start < .seconds(2))
+    }
+
+    /// No path component can be swapped: a directory inside the context flips between a real directory and a link
+    /// to one outside it; the loader opens every component relative to its parent's descriptor without following
+    /// links, so the outside file is never read.
+    @Test func aDirectorySwappedForALinkMidLoadIsNeverFollowed() async throws {
+        let outside = try Self.scratch()
+        try "TOP-SECRET-VALUE".write(
+            to: outside.appendingPathComponent("notes.txt"), atomically: true, encoding: .utf8)
+        let dir = try Self.scratch()
+        let sub = dir.appendingPathComponent("sub")
+        try FileManager.default.createDirectory(at: sub, withIntermediateDirectories: true)
+        try "plain".write(to: sub.appendingPathComponent("notes.txt"), atomically: true, encoding: .utf8)
+        try String(repeating: "line\n", count: 100_000).write(
+            to: dir.appendingPathComponent("a.log"), atomically: true, encoding: .utf8)
+        let stop = Mutex(false)
+        let swaps = Mutex(0)
+        let swapper = Thread {
+            let real = dir.appendingPathComponent("sub.real").path
+            let link = dir.appendingPathComponent("sub.link").path
+            while !stop.withLock({ $0 }) {
+                unlink(link)
+                symlink(outside.path, link)
+                rename(sub.path, real)
+                rename(link, sub.path)
+                unlink(sub.path)
+                rename(real, sub.path)
+                swaps.withLock { $0 += 1 }
+            }
+        }
+        swapper.start()
+        defer { stop.withLock { $0 = true } }
+        let deadline = ContinuousClock.now + .seconds(2)
+        while ContinuousClock.now < deadline {
+            let loaded = try ContextLoader().load([dir.path])
+            #expect(!Self.documents(loaded).joined().contains("TOP-SECRET-VALUE"))
+        }
+        stop.withLock { $0 = true }
         #expect(swaps.withLock { $0 } > 10, "the attack really ran")
     }
 
