@@ -6,7 +6,7 @@
 #
 # Environment:
 #   LAUNCHER=/path/to/rlm-sandbox-launch   use this binary instead of building
-#                                          /tmp/rlm-sandbox-launch with $CC
+#                                          one in a private temp dir with $CC
 #   CC=gcc                                 compiler used for the build
 #   BWRAP=/usr/bin/bwrap
 #
@@ -66,7 +66,7 @@ trap cleanup EXIT
 if [ -n "${LAUNCHER:-}" ]; then
     L=$LAUNCHER
 else
-    L=/tmp/rlm-sandbox-launch
+    L="$WORK/rlm-sandbox-launch"  # inside the private work dir, removed at exit
     if ${CC:-gcc} -O2 -Wall -Wextra -Werror -o "$L" "$SRC"; then
         pass "build: ${CC:-gcc} -O2 -Wall -Wextra -Werror"
     else

@@ -187,23 +187,18 @@ struct LaunchPlan: Sendable {
         launcherCandidates().first(where: isTrustedLauncher)
     }
 
-    /// Where the launcher may be, in order: beside the executable (`swift build` puts both products in one folder),
-    /// `<exe dir>/../libexec/swiftrlm/` (what scripts/install lays out), then the folders above (a test runner
-    /// nested in the build folder).
+    /// Where the launcher may be, in order: beside the executable (`swift build` puts both products, and the test
+    /// runner, in one folder) and `<exe dir>/../libexec/swiftrlm/` (what scripts/install lays out). Nowhere else: a
+    /// folder above the prefix (`/tmp`, say) is anyone's.
     static func launcherCandidates() -> [String] {
         guard let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") else {
             return []
         }
-        var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
-        var candidates = [
+        let dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
+        return [
             dir.appendingPathComponent("rlm-sandbox-launch").path,
             dir.deletingLastPathComponent().appendingPathComponent("libexec/swiftrlm/rlm-sandbox-launch").path,
         ]
-        for _ in 0..<3 where dir.path != "/" {
-            dir.deleteLastPathComponent()
-            candidates.append(dir.appendingPathComponent("rlm-sandbox-launch").path)
-        }
-        return candidates
     }
 
     /// The launcher runs with our privileges (root, often), so one that someone else could have planted or can
