@@ -2,13 +2,13 @@ import Foundation
 import Glibc
 import Synchronization
 
-/// Writes every event of a run as one JSON object per line (JSONL), replacing any planted secret by `[REDACTED]`
-/// before it reaches the disk. Thread-safe: events arrive from many tasks.
+/// Writes every event of a run as one JSON object per line (JSONL), replacing every secret the run holds and every
+/// credential-shaped string (see ``SecretRedactor``) by `[REDACTED]` before it reaches the disk. Thread-safe: events arrive from many tasks.
 public final class TrajectoryWriter: Sendable {
     /// Where the file is.
     public let path: String
     private let handle: Mutex<FileHandle?>
-    private let secrets: [String]
+    private let redactor: SecretRedactor
 
     /// Opens (creating directories, truncating the file) a trajectory file. The file is born 0600 — created with
     /// that mode by `open(2)`, never chmod'ed after — and not through a link; a missing parent directory is created
@@ -39,16 +39,18 @@ public final class TrajectoryWriter: Sendable {
         _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
         self.path = path
         self.handle = Mutex(FileHandle(fileDescriptor: fd, closeOnDealloc: true))
-        self.secrets = secrets.filter { $0.count >= 8 }
+        self.redactor = SecretRedactor(secrets: secrets)
     }
 
     /// Appends one event.
     public func write(_ event: RLMEvent) {
+        // Redacted field by field before encoding, so a secret holding characters JSON escapes is still found.
+        var event = event
+        event.data = event.data.mapValues(redactor.redact)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         guard let data = try? encoder.encode(event) else { return }
-        var line = JSONText.escapingControlCharacters(String(decoding: data, as: UTF8.self))
-        for secret in secrets { line = line.replacingOccurrences(of: secret, with: "[REDACTED]") }
+        let line = JSONText.escapingControlCharacters(String(decoding: data, as: UTF8.self))
         handle.withLock { try? $0?.write(contentsOf: Data((line + "\n").utf8)) }
     }
 
