@@ -202,7 +202,7 @@ struct EngineTests {
         let start = clock.now
         let timed = try await engine(root: slow, budget: Budget(maxWallTime: .seconds(1))).run(
             query: "q", context: nil)
-        #expect(clock.now - start < .seconds(5))
+        #expect(clock.now - start < .seconds(15), "the 1 s budget, not the 30 s cell")
         guard case .budgetExhausted(let wall) = timed.status else {
             Issue.record("expected wall-time exhaustion")
             return

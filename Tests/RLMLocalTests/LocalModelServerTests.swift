@@ -214,7 +214,8 @@ struct LocalModelServerTests {
         #expect(error.isServerFailure)
         #expect(error.message.contains("did not answer /health"))
         #expect(error.message.contains("fake server: mode hang"))
-        #expect(clock.now - started < .seconds(10))
+        // Bounded by the 3 s timeout plus the kill; generous because the suite runs in parallel on two cores.
+        #expect(clock.now - started < .seconds(30))
         #expect(fixture.stateFile() == nil)
     }
 
@@ -228,7 +229,7 @@ struct LocalModelServerTests {
         await running.stop()
         #expect(running.hasExited)
         #expect(clock.now - started >= .milliseconds(250))
-        #expect(clock.now - started < .seconds(5))
+        #expect(clock.now - started < .seconds(20))
     }
 
     @Test func refusesAMissingModelFile() async throws {

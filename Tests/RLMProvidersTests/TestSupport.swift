@@ -171,9 +171,10 @@ func closedPort() async throws -> Int {
     9
 }
 
-/// Waits until the server has received `count` requests (at most 5 s), so a test can act on a call in flight.
+/// Waits until the server has received `count` requests (at most 30 s: the whole suite runs in parallel on two cores,
+/// with sandboxes starting beside it), so a test can act on a call in flight.
 func waitForRequests(_ server: FakeLLMServer, count: Int) async throws {
-    let deadline = ContinuousClock.now + .seconds(5)
+    let deadline = ContinuousClock.now + .seconds(30)
     while await server.requests.count < count {
         guard ContinuousClock.now < deadline else {
             Issue.record("the server did not receive \(count) requests in time")

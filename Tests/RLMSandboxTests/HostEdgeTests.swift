@@ -57,7 +57,7 @@ extension SandboxTests {
                     #expect(error.message.contains("maxLiveSessionsPerProcess = 1"), "\(error)")
                 }
                 let waited = clock.now - start
-                #expect(waited >= .milliseconds(300) && waited < .seconds(5), "waited \(waited)")
+                #expect(waited >= .milliseconds(300) && waited < .seconds(20), "waited \(waited)")
             }
         }
 

@@ -206,7 +206,7 @@ extension SandboxTests {
                 let clock = ContinuousClock()
                 let start = clock.now
                 let result = try await session.run(code, timeout: .milliseconds(500))
-                #expect(clock.now - start < .seconds(5))
+                #expect(clock.now - start < .seconds(30), "interrupted, not the 100 s sleep")
                 #expect(result.timedOut)
                 #expect(!result.stateLost)
                 #expect(result.error?.type == "TimeoutError")

@@ -89,7 +89,7 @@ struct ContextLoaderTests {
         close(fd)
         let start = ContinuousClock.now
         #expect(throws: ContextLoader.LoadError.self) { try ContextLoader(maxTotalBytes: 4_000).load([dir.path]) }
-        #expect(ContinuousClock.now - start < .seconds(2))
+        #expect(ContinuousClock.now - start < .seconds(10))
     }
 
     /// No path component can be swapped: a directory inside the context flips between a real directory and a link
