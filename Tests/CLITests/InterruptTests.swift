@@ -23,6 +23,17 @@ struct InterruptTests {
         return found
     }
 
+    /// Whether `pid` no longer has SIGINT's default disposition (ignored or caught, per `SigIgn`/`SigCgt` in
+    /// /proc/PID/status): `rlm run` takes the signal over when it starts listening for it.
+    static func ignoresSIGINT(_ pid: Int32) -> Bool {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return false }
+        var mask: UInt64 = 0
+        for line in status.split(separator: "\n") where line.hasPrefix("SigIgn:") || line.hasPrefix("SigCgt:") {
+            mask |= UInt64(line.dropFirst(7).trimmingCharacters(in: .whitespaces), radix: 16) ?? 0
+        }
+        return mask & (1 << UInt64(SIGINT - 1)) != 0
+    }
+
     @Test(arguments: [SIGINT, SIGTERM])
     func aSignalStopsTheRunAndLeavesNothingBehind(signal: Int32) async throws {
         let steps = ["```repl\nimport time\nprint('started', flush=True)\ntime.sleep(60)\n```", "FINAL(never)"]
@@ -81,7 +92,13 @@ struct InterruptTests {
         process.standardOutput = output
         process.standardError = FileHandle.nullDevice
         try process.run()
-        try await Task.sleep(for: .milliseconds(800))
+        // Signal only once rlm has taken over SIGINT (it then ignores it at the kernel level and listens itself):
+        // a busy machine can take seconds to get there.
+        let ready = ContinuousClock.now + .seconds(30)
+        while !Self.ignoresSIGINT(process.processIdentifier) && ContinuousClock.now < ready {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        try await Task.sleep(for: .milliseconds(200))
         kill(process.processIdentifier, SIGINT)
         try await Task.sleep(for: .milliseconds(300))
         kill(process.processIdentifier, SIGINT)
