@@ -161,9 +161,6 @@ actor BudgetTracker {
         promptTokens: Int, configuredMaxOutput: Int?, price: @Sendable (TokenUsage) -> Double?
     ) async -> ReservationOutcome {
         if let exhausted { return .refused(exhausted) }
-        func refuse(_ limit: BudgetLimit, _ message: String) -> ReservationOutcome {
-            .refused(BudgetExhausted(limit: limit, message: message))
-        }
         // A call to a model of unknown price under a cost budget waits for the run's one turn for such calls first,
         // so every check below runs without suspending, on numbers no other call can change meanwhile.
         var holdsUnpricedTurn = false

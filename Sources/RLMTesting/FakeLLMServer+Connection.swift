@@ -168,24 +168,8 @@ extension FakeLLMServer {
         let headers = head.headers.map { (name: $0.name, value: $0.value) }
         let format: WireFormat = head.headers.contains(name: "anthropic-version") ? .anthropic : .openAI
         let request = record(
-            Request(
-                format: format,
-                method: head.method.rawValue,
-                path: path,
-                headers: headers,
-                model: nil,
-                messages: [],
-                stream: false,
-                includeUsage: false,
-                includeCost: false,
-                maxTokens: nil,
-                temperature: nil,
-                stop: [],
-                body: [],
-                receivedAt: .now,
-                index: 0
-            )
-        )
+            Request.envelope(
+                format: format, method: head.method.rawValue, path: path, headers: headers, body: [], index: 0))
         if let expected = configuration.expectedAPIKey, let refusal = authRefusal(request, expected: expected) {
             return try await writer.json(status: 401, refusal)
         }

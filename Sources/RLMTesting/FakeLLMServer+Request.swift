@@ -69,6 +69,19 @@ extension FakeLLMServer {
     }
 }
 
+extension FakeLLMServer.Request {
+    /// A request of which only the envelope is known yet (method, path, headers, raw body); decoding fills the rest.
+    static func envelope(
+        format: FakeLLMServer.WireFormat, method: String, path: String, headers: [(name: String, value: String)],
+        body: [UInt8], index: Int
+    ) -> Self {
+        Self(
+            format: format, method: method, path: path, headers: headers, model: nil, messages: [], stream: false,
+            includeUsage: false, includeCost: false, maxTokens: nil, temperature: nil, stop: [], body: body,
+            receivedAt: .now, index: index)
+    }
+}
+
 /// Decodes request bodies of both formats, checking what the real APIs check.
 enum RequestDecoder {
     struct Invalid: Error {
@@ -84,23 +97,8 @@ enum RequestDecoder {
         index: Int,
         strict: Bool
     ) -> (FakeLLMServer.Request, Invalid?) {
-        var request = FakeLLMServer.Request(
-            format: format,
-            method: method,
-            path: path,
-            headers: headers,
-            model: nil,
-            messages: [],
-            stream: false,
-            includeUsage: false,
-            includeCost: false,
-            maxTokens: nil,
-            temperature: nil,
-            stop: [],
-            body: body,
-            receivedAt: .now,
-            index: index
-        )
+        var request = FakeLLMServer.Request.envelope(
+            format: format, method: method, path: path, headers: headers, body: body, index: index)
         guard let object = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any] else {
             return (request, Invalid(message: "the request body is not a JSON object"))
         }
