@@ -35,7 +35,7 @@ let package = Package(
 
         // The engine and every interface it speaks: sandbox, session, cell result, context value, sub-calls,
         // language model, events. Loop, prompts, answer parsing, budgets. Imports no backend and no provider.
-        .target(name: "RLM", swiftSettings: swiftSettings),
+        .target(name: "RLM", dependencies: ["CRLMSystem"], swiftSettings: swiftSettings),
 
         // MARK: Adapters (each depends on RLM, never on a sibling)
 
@@ -91,7 +91,7 @@ let package = Package(
         .target(
             name: "RLMRuntime",
             dependencies: [
-                "RLM", "RLMSandbox", "RLMProviders", "RLMLocal",
+                "RLM", "RLMSandbox", "RLMProviders", "RLMLocal", "CRLMSystem",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
             ],

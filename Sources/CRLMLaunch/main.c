@@ -15,13 +15,15 @@
  *   --seccomp              pass a deny-list seccomp program to bwrap through
  *                          a memfd (`--seccomp FD` inserted after the path).
  *   --new-keyring          join a fresh anonymous session keyring.
+ *   --data-fd              keep fd 3 open for the sandbox (the host's context
+ *                          data pipe); everything above it is still closed.
  *
  *   rlm-sandbox-launch --print-denied-syscalls
  *                          print every call the seccomp filter denies (one
  *                          JSON object a line: name, nr, args, errno) and
  *                          exit 0; for the tests that probe each of them.
  *
- * Always: setsid(); close every fd >= 3; reset signal dispositions and the
+ * Always: setsid(); close every fd >= 3 (>= 4 with --data-fd); reset signal dispositions and the
  * signal mask; PR_SET_PDEATHSIG(SIGKILL) after the drop; PR_SET_NO_NEW_PRIVS;
  * execve() with an EMPTY environment.
  *
@@ -284,13 +286,13 @@ static int parse_fd_name(const char *s)
     return (int)v;
 }
 
-/* Close every fd >= 3 (runc CVE-2024-21626 class of leaks). */
-static void close_inherited_fds(void)
+/* Close every fd >= first (runc CVE-2024-21626 class of leaks). */
+static void close_inherited_fds(int first)
 {
     DIR *dir;
 
 #ifdef __NR_close_range
-    if (syscall(__NR_close_range, 3U, ~0U, 0U) == 0)
+    if (syscall(__NR_close_range, (unsigned)first, ~0U, 0U) == 0)
         return;
 #endif
 
@@ -303,7 +305,7 @@ static void close_inherited_fds(void)
 
         while ((ent = readdir(dir)) != NULL) {
             int fd = parse_fd_name(ent->d_name);
-            if (fd < 3 || fd == dfd)
+            if (fd < first || fd == dfd)
                 continue;
             if (n == cap) {
                 size_t ncap = cap ? cap * 2 : 64;
@@ -327,7 +329,7 @@ static void close_inherited_fds(void)
         long fd;
         if (max < 0 || max > INT_MAX)
             max = INT_MAX;
-        for (fd = 3; fd < max; fd++)
+        for (fd = first; fd < max; fd++)
             (void)close((int)fd);
     }
 }
@@ -757,7 +759,7 @@ int main(int argc, char **argv)
     int have_uid = 0, have_gid = 0;
     uid_t uid = 0;
     gid_t gid = 0;
-    int want_seccomp = 0, want_keyring = 0;
+    int want_seccomp = 0, want_keyring = 0, keep_data_fd = 0;
     const char **cgroups;
     size_t n_cgroups = 0;
     struct rlimit_req *rlimits;
@@ -809,6 +811,8 @@ int main(int argc, char **argv)
             want_seccomp = 1;
         } else if (strcmp(a, "--new-keyring") == 0) {
             want_keyring = 1;
+        } else if (strcmp(a, "--data-fd") == 0) {
+            keep_data_fd = 1;
         } else if (a[0] != '-') {
             usage_error("missing '--' before the bwrap command (got '%s')", a);
         } else {
@@ -828,8 +832,16 @@ int main(int argc, char **argv)
     /* ---- 2. new session (EPERM: already a process-group leader) ---- */
     new_session();
 
-    /* ---- 3. close everything inherited except stdio ---- */
-    close_inherited_fds();
+    /* ---- 3. close everything inherited except stdio (and the data pipe) ---- */
+    if (keep_data_fd) {
+        struct stat data;
+        if (fstat(3, &data) != 0 || !S_ISFIFO(data.st_mode))
+            usage_error("--data-fd: fd 3 is not a pipe");
+        /* The sandbox reads it; it must not carry the host's close-on-exec flag into bwrap either. */
+        if (fcntl(3, F_SETFD, 0) != 0)
+            fail_errno(EXIT_SETUP, errno, "fcntl(3, F_SETFD)");
+    }
+    close_inherited_fds(keep_data_fd ? 4 : 3);
 
     /* ---- 4. default signal dispositions, empty mask ---- */
     reset_signals();

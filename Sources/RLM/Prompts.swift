@@ -2,35 +2,38 @@ import Foundation
 
 /// The words the engine says to the model. Our own; short enough for a 4K-token window.
 enum Prompts {
-    /// Describes the context: type, total size, piece sizes.
-    static func describe(_ context: ContextValue?) -> String {
-        guard let context else { return "`context` is an empty str (this question comes without a context)" }
-        switch context {
-        case .text(let text):
-            let lines = text.reduce(into: 1) { count, ch in if ch == "\n" { count += 1 } }
-            return "`context` is a str of \(grouped(text.count)) characters (\(grouped(lines)) lines)"
-        case .documents(let documents):
-            let total = documents.reduce(0) { $0 + $1.count }
-            let sizes = documents.prefix(5).map { grouped($0.count) }.joined(separator: ", ")
-            let more = documents.count > 5 ? ", …" : ""
-            return "`context` is a list of \(grouped(documents.count)) str documents, \(grouped(total)) characters "
-                + "in total (sizes: \(sizes)\(more)); each document starts with a line naming its source"
-        case .json(let value):
-            let size = (try? JSONEncoder().encode(value).count) ?? 0
-            switch value {
-            case .object(let object):
-                let keys = object.keys.sorted().prefix(12).map { "'\($0)'" }.joined(separator: ", ")
-                return "`context` is a dict (\(grouped(size)) characters as JSON) with keys \(keys)"
-                    + (object.count > 12 ? ", …" : "")
-            case .array(let array):
-                return "`context` is a list of \(array.count) items (\(grouped(size)) characters as JSON)"
+    /// Describes the context from what the sandbox measured: type, total size, piece sizes. `nil`: none was given.
+    static func describe(_ context: ContextSummary?) -> String {
+        guard let context else {
+            return "`context` is an empty str: no context came with this question"
+        }
+        if context.isEmpty {
+            return "`context` is an empty \(context.type): the context given holds no data"
+        }
+        switch context.shape {
+        case .text:
+            return "`context` is a str of \(grouped(context.characters)) characters (\(grouped(context.lines)) lines)"
+        case .documents:
+            let sizes = context.itemSizes.prefix(5).map(grouped).joined(separator: ", ")
+            let more = context.items > 5 ? ", …" : ""
+            return "`context` is a list of \(grouped(context.items)) str documents, \(grouped(context.characters)) "
+                + "characters in total (sizes: \(sizes)\(more)); each document starts with a line naming its source"
+        case .json:
+            switch context.type {
+            case "dict":
+                let keys = context.keys.map { "'\($0)'" }.joined(separator: ", ")
+                return "`context` is a dict (\(grouped(context.characters)) characters as JSON) with "
+                    + "\(grouped(context.items)) keys: \(keys)" + (context.items > context.keys.count ? ", …" : "")
+            case "list":
+                return "`context` is a list of \(grouped(context.items)) items (\(grouped(context.characters)) "
+                    + "characters as JSON)"
             default:
-                return "`context` is a JSON value (\(grouped(size)) characters)"
+                return "`context` is a \(context.type) (\(grouped(context.characters)) characters as JSON)"
             }
         }
     }
 
-    static func system(context: ContextValue?, subWindowTokens: Int?, outputChars: Int, canRecurse: Bool) -> String {
+    static func system(context: ContextSummary?, subWindowTokens: Int?, outputChars: Int, canRecurse: Bool) -> String {
         let window =
             subWindowTokens.map { " Its window is about \(grouped($0)) tokens (≈ \(grouped($0 * 3)) characters)." }
             ?? ""
@@ -43,7 +46,7 @@ enum Prompts {
             You answer a question about a context too large to read at once. You work in a Python REPL.
 
             The REPL already has:
-            - \(describe(context)). It is already loaded: never assign to `context`, never make up sample data.
+            - \(describe(context)).\(hasData(context) ? " It is already loaded: never assign to `context`, never make up sample data." : "")
             - `llm_query(prompt)`: asks a language model and returns its reply (a str). It sees only the prompt you \
             pass, so put the text it must read into the prompt.\(window)
             - `llm_query_batched(prompts)`: the same for a list of prompts, run in parallel; returns a list of str.
@@ -60,6 +63,21 @@ enum Prompts {
 
             \(examples(for: context))
 
+            \(rules(context))
+            """
+    }
+
+    /// Whether there is data to work on.
+    static func hasData(_ context: ContextSummary?) -> Bool {
+        context.map { !$0.isEmpty } ?? false
+    }
+
+    static func rules(_ context: ContextSummary?) -> String {
+        guard hasData(context) else {
+            return "Rules: there is no data to search. Answer from the question itself; use the REPL only to "
+                + "compute. Never make up data. Wait for the REPL's output before you answer; never guess it."
+        }
+        return """
             Rules: `context` holds all of the data, so work on the whole of it, not only the start shown to you. Go \
             line by line (or document by document) with simple `in` tests that match the exact format you see in \
             the data; print a few matches to check them. When several lines match, pick the one that names exactly \
@@ -69,8 +87,8 @@ enum Prompts {
     }
 
     /// Two short worked examples shaped like the context, so a small model copies a pattern that works on it.
-    static func examples(for context: ContextValue?) -> String {
-        if case .documents = context {
+    static func examples(for context: ContextSummary?) -> String {
+        if context?.shape == .documents {
             return """
                 Example 1. Question: which file defines the function `load_config`?
                 ```repl
@@ -116,33 +134,33 @@ enum Prompts {
             """
     }
 
-    static func firstUser(query: String, context: ContextValue?, sampleChars: Int) -> String {
+    static func firstUser(query: String, context: ContextSummary?) -> String {
         var text = "Question: \(query)\n"
-        if let sample = sample(of: context, chars: sampleChars) {
+        if let sample = sample(of: context) {
+            let more = sample.complete ? "" : "; the full data is much longer"
             text +=
-                "\nHow `context` begins (\(sample.note); the full data is much longer):\n```text\n\(sample.text)\n…\n```\n"
+                "\nHow `context` begins (\(sample.note)\(more)):\n```text\n\(sample.text)\n\(sample.complete ? "" : "…\n")```\n"
+            text += "\nStart by exploring `context` in a ```repl block."
+        } else {
+            text += "\nThere is no context to explore: answer the question itself."
         }
-        text += "\nStart by exploring `context` in a ```repl block."
         return text
     }
 
-    static func sample(of context: ContextValue?, chars: Int) -> (text: String, note: String)? {
-        guard let context, chars > 0 else { return nil }
-        switch context {
-        case .text(let text):
-            return (String(text.prefix(chars)), "a str")
-        case .documents(let documents):
-            guard !documents.isEmpty else { return nil }
+    /// The start of the context as the sandbox measured it; `nil` when there is nothing to show.
+    static func sample(of context: ContextSummary?) -> (text: String, note: String, complete: Bool)? {
+        guard let context, hasData(context) else { return nil }
+        switch context.shape {
+        case .text, .json:
+            guard !context.head.isEmpty else { return nil }
+            let complete = context.head.unicodeScalars.count >= context.characters
+            return (context.head, context.shape == .json ? "as JSON" : "a str", complete)
+        case .documents:
+            guard !context.itemHeads.isEmpty else { return nil }
             // Heads of a few documents: one sample invites filtering on its id.
-            let shown = documents.prefix(3)
-            let each = max(80, chars / shown.count)
-            let text = shown.enumerated().map { index, document in
-                "context[\(index)]:\n" + String(document.prefix(each))
-            }.joined(separator: "\n…\n")
-            return (text, "the heads of the first \(shown.count) of \(documents.count) documents")
-        case .json(let value):
-            let data = (try? JSONEncoder().encode(value)) ?? Data()
-            return (String(String(decoding: data, as: UTF8.self).prefix(chars)), "as JSON")
+            let text = context.itemHeads.enumerated().map { index, head in "context[\(index)]:\n" + head }
+                .joined(separator: "\n…\n")
+            return (text, "the heads of the first \(context.itemHeads.count) of \(context.items) documents", false)
         }
     }
 

@@ -25,6 +25,16 @@ public struct RLMEngine: Sendable {
     /// - Returns: the answer, or the budget that ran out, with usage.
     /// - Throws: ``LLMError`` when the root model cannot be reached; `SandboxError` when no sandbox can start.
     public func run(query: String, context: ContextValue?) async throws -> RLMResult {
+        try await run(query: query, source: context.map(ContextSource.init))
+    }
+
+    /// Answers one query over a context the sandbox builds from its sources (files streamed in, never held here).
+    /// - Parameters:
+    ///   - query: the question.
+    ///   - source: what the question is about; `nil` for none.
+    /// - Returns: the answer, or the budget that ran out, with usage.
+    /// - Throws: ``ContextLoadError`` when the context cannot be built; otherwise as ``run(query:context:)``.
+    public func run(query: String, source context: ContextSource?) async throws -> RLMResult {
         let loop = RLMLoop(
             configuration: configuration, context: context, depth: 0,
             events: EventEmitter(handler: configuration.onEvent, tracker: nil))
@@ -159,6 +169,13 @@ public actor RLMSession {
     ///   - configuration: models, sandbox, budgets (each question gets the full budget).
     ///   - context: what the questions are about.
     public init(configuration: RLMConfiguration, context: ContextValue?) {
+        self.init(configuration: configuration, source: context.map(ContextSource.init))
+    }
+
+    /// - Parameters:
+    ///   - configuration: models, sandbox, budgets (each question gets the full budget).
+    ///   - source: what the questions are about, built inside the sandbox from its files.
+    public init(configuration: RLMConfiguration, source context: ContextSource?) {
         self.configuration = configuration
         self.loop = RLMLoop(
             configuration: configuration, context: context, depth: 0,

@@ -9,7 +9,9 @@ actor RLMLoop {
     }
 
     private let configuration: RLMConfiguration
-    private let context: ContextValue?
+    private let context: ContextSource?
+    /// What the sandbox measured of the context the first time it built it (the prompts describe this).
+    private var summary: ContextSummary?
     private let depth: Int
     private var events: EventEmitter
     private var session: (any SandboxSession)?
@@ -17,7 +19,7 @@ actor RLMLoop {
     /// Root iterations used by the latest `answer` call.
     private(set) var iterationsUsed = 0
 
-    init(configuration: RLMConfiguration, context: ContextValue?, depth: Int, events: EventEmitter) {
+    init(configuration: RLMConfiguration, context: ContextSource?, depth: Int, events: EventEmitter) {
         self.configuration = configuration
         self.context = context
         self.depth = depth
@@ -35,11 +37,11 @@ actor RLMLoop {
             messages = [
                 .system(
                     Prompts.system(
-                        context: context,
+                        context: summary,
                         subWindowTokens: configuration.subcallModel.contextWindow,
                         outputChars: configuration.outputCharsPerCell,
                         canRecurse: depth + 1 <= configuration.budget.maxDepth)),
-                .user(Prompts.firstUser(query: query, context: context, sampleChars: configuration.contextSampleChars)),
+                .user(Prompts.firstUser(query: query, context: summary)),
             ]
         } else {
             messages.append(.user("A new question about the same `context` (your variables are still there): \(query)"))
@@ -163,8 +165,38 @@ actor RLMLoop {
         if let session, await session.isAlive { return }
         await session?.shutdown()
         let fresh = try await configuration.sandbox.startSession(handler: router)
-        if let context { try await fresh.loadContext(context) }
+        do {
+            // No context: `context` is still bound (to an empty str), as the prompt says.
+            let measured = try await fresh.loadContext(
+                context ?? ContextSource(.text("")), name: "context", sample: configuration.contextSampleChars)
+            if context != nil, summary == nil {
+                summary = measured
+                await events.emit(.contextLoaded, depth: depth, data: Self.describe(measured))
+            }
+        } catch {
+            await fresh.shutdown()
+            throw error
+        }
         session = fresh
+    }
+
+    /// The trajectory's record of a loaded context.
+    static func describe(_ summary: ContextSummary) -> [String: String] {
+        var data = [
+            "type": summary.type, "shape": summary.shape.rawValue, "bytes": "\(summary.bytes)",
+            "characters": "\(summary.characters)", "lines": "\(summary.lines)", "items": "\(summary.items)",
+        ]
+        if summary.isEmpty { data["empty"] = "true" }
+        if !summary.skipped.isEmpty {
+            data["skipped"] = "\(summary.skipped.count)"
+            data["skipped_files"] = summary.skipped.prefix(200).map { "\($0.label): \($0.reason)" }
+                .joined(separator: "\n")
+        }
+        if !summary.decodedAs.isEmpty {
+            data["decoded_as"] = summary.decodedAs.prefix(200).map { "\($0.label): \($0.reason)" }
+                .joined(separator: "\n")
+        }
+        return data
     }
 
     private func runCell(_ code: String, router: SubcallRouter, iteration: Int) async throws -> CellResult {

@@ -64,7 +64,8 @@ struct SubcallRouter: SubcallHandler {
                         + "alive in this run and none freed up in time. Run fewer rlm_query calls at once.")
             }
             let child = RLMLoop(
-                configuration: childConfiguration, context: childContext, depth: depth + 1, events: events)
+                configuration: childConfiguration, context: childContext.map(ContextSource.init), depth: depth + 1,
+                events: events)
             let outcome: RLMLoop.Outcome
             do {
                 outcome = try await child.answer(query: prompt, tracker: tracker)

@@ -121,7 +121,7 @@ public struct RunFailure: Error, Sendable, Hashable, CustomStringConvertible {
             return failure
         case let error as RuntimeError:
             return RunFailure(error.isUsage ? .usage : .setup, error.message)
-        case let error as ContextLoader.LoadError:
+        case let error as ContextLoadError:
             var failure = RunFailure(.context, error.description)
             failure.tooLarge = error.isTooLarge
             return failure

@@ -77,7 +77,8 @@ actor BubblewrapSession: SandboxSession {
         let argv = plan.arguments(configuration: configuration, cgroups: cgroups, bubblewrapFeatures: features)
         let process: ChildProcess
         do {
-            process = try ChildProcess.spawn(path: plan.launcherPath, arguments: argv, environment: [])
+            process = try ChildProcess.spawn(
+                path: plan.launcherPath, arguments: argv, environment: [], dataPipe: true)
         } catch {
             await offPool { cgroups?.remove() }
             lease.release()
@@ -236,47 +237,57 @@ actor BubblewrapSession: SandboxSession {
         return String(result)
     }
 
-    func loadContext(_ context: ContextValue, name: String) async throws {
+    func loadContext(_ source: ContextSource, name: String, sample: Int) async throws -> ContextSummary {
         guard Self.isIdentifier(name) else {
             throw SandboxError.setup("'\(name)' is not a valid Python variable name")
         }
-        let (kind, bytes) = try Self.serialize(context)
-        guard bytes.count < configuration.workDirBytes - (1 << 20) else {
-            throw SandboxError.setup(
-                "the context is \(bytes.count >> 20) MiB, which does not fit the sandbox work dir "
-                    + "(\(configuration.workDirBytes >> 20) MiB); raise the work dir size")
+        guard source.shape == .documents || source.files.count == 1 else {
+            throw ContextLoadError("a \(source.shape.rawValue) context is built from exactly one source")
         }
         try enter()
         defer { busy = false }
         let id = requestID()
-        // Base64 grows a chunk by 4/3; leave room for the frame's other fields so no frame passes the cap.
-        let chunkSize = max(1024, min(4 << 20, (configuration.maxFrameBytes - 4096) / 4 * 3))
-        var frames = [Data]()
-        var offset = 0
-        var seq = 0
-        repeat {
-            let end = min(offset + chunkSize, bytes.count)
-            let chunk = bytes[offset..<end]
-            frames.append(
-                HostMessage.encode(
-                    HostMessage.ContextChunk(
-                        id: id, name: name, kind: kind, seq: seq, last: end == bytes.count,
-                        data: chunk.base64EncodedString())))
-            offset = end
-            seq += 1
-        } while offset < bytes.count
-        // Writing can block while the worker stores chunks, so the deadline covers it too.
-        let limit = configuration.cellTimeout + .seconds(bytes.count / (20 << 20))
+        let frame = HostMessage.encode(
+            HostMessage.LoadContext(
+                id: id, name: name, kind: source.shape.rawValue, files: source.files.count,
+                encoding: source.encoding.name, errors: source.encoding.errors.rawValue, sample: max(0, sample),
+                heads: 3))
+        let streamed = ContextStream(files: source.files, pipe: process.dataFD)
+        // Streaming can block while the worker builds the text; the deadline covers it: a cell's timeout plus
+        // a second per 50 MB (the worker reads several hundred MB a second).
+        let limit = configuration.cellTimeout + .seconds(source.totalBytes / (50 << 20))
+        let outcome: Exchange
         do {
-            let outcome = try await exchange(
-                id: id, sending: frames, timeout: limit, startTimer: true, allowSubcalls: false)
-            guard case .ok = outcome.message else { throw await violation("expected 'ok' for \(id)") }
+            outcome = try await exchange(
+                id: id, sending: [frame], then: { streamed.run() }, timeout: limit, startTimer: true,
+                allowSubcalls: false)
         } catch is CancellationError {
             await terminate(reason: "loading the context was cancelled; the sandbox was killed")
             throw CancellationError()
         } catch let failure as ExchangeOutcome {
+            let oom = (cgroups?.oomKills() ?? 0) > 0
             await terminate(reason: "the sandbox died while loading the context")
+            if oom {
+                throw ContextLoadError(
+                    "the sandbox ran out of memory (\(configuration.memoryLimitBytes >> 20) MiB) loading the "
+                        + "\(source.totalBytes >> 20) MiB context; raise the sandbox memory limit (--memory)")
+            }
             throw SandboxError.terminated("the sandbox died while loading the context (\(failure.description))")
+        }
+        guard case .loaded(_, let reply) = outcome.message else {
+            throw await violation("expected 'loaded' for \(id)")
+        }
+        let hostSide = streamed.failures
+        switch reply {
+        case .failed(let message):
+            throw ContextLoadError(UntrustedText.visible(message))
+        case .summary(var summary):
+            guard summary.shape == source.shape else { throw await violation("the summary is for another shape") }
+            if let first = hostSide.first, source.shape != .documents {
+                throw ContextLoadError("context \(first.label) \(first.reason)")
+            }
+            summary.skipped = hostSide + summary.skipped
+            return summary
         }
     }
 
@@ -349,7 +360,8 @@ actor BubblewrapSession: SandboxSession {
     /// The children run in a discarding task group, so each sub-call's task (and what it captured) is freed when its
     /// reply is sent rather than when the cell ends: a cell making 20,000 sub-calls holds only those in flight.
     private func exchange(
-        id: String, sending frames: [Data], timeout: Duration, startTimer: Bool, allowSubcalls: Bool
+        id: String, sending frames: [Data], then stream: (@Sendable () -> Void)? = nil, timeout: Duration,
+        startTimer: Bool, allowSubcalls: Bool
     ) async throws -> Exchange {
         phase = .running
         requestSent = false
@@ -362,6 +374,9 @@ actor BubblewrapSession: SandboxSession {
                 // Writing may block on a worker that does not read; the deadline below covers it.
                 group.addTask {
                     try? await channel.send(frames: frames)
+                    // Bulk data after the request (a context's files, on the data pipe): blocking writes, off the
+                    // pool; a worker that stops reading is killed by the deadline, which ends them with EPIPE.
+                    if let stream { await offPool { stream() } }
                     await self.markRequestSent()
                 }
                 // Children never throw: in a discarding group a child's error would end the whole exchange.
@@ -402,7 +417,7 @@ actor BubblewrapSession: SandboxSession {
                         throw await violation((error as? WorkerMessage.ParseFailure)?.reason ?? "\(error)")
                     }
                     switch message {
-                    case .ready(let replyID, _, _, _), .result(let replyID, _), .ok(let replyID),
+                    case .ready(let replyID, _, _, _), .result(let replyID, _), .loaded(let replyID, _),
                         .variable(let replyID, _):
                         guard replyID == id else {
                             throw await violation("a reply carries id '\(replyID.prefix(64))', expected '\(id)'")
@@ -582,17 +597,6 @@ actor BubblewrapSession: SandboxSession {
             return false
         }
         return name.unicodeScalars.allSatisfy { $0 == "_" || $0.properties.isXIDContinue }
-    }
-
-    static func serialize(_ context: ContextValue) throws -> (kind: String, bytes: Data) {
-        switch context {
-        case .text(let text):
-            return ("str", Data(text.utf8))
-        case .documents(let documents):
-            return ("list", try JSONEncoder().encode(documents))
-        case .json(let value):
-            return ("json", try JSONEncoder().encode(value))
-        }
     }
 }
 

@@ -118,7 +118,7 @@ struct LaunchPlan: Sendable {
             "--rlimit", "fsize=\(configuration.workDirBytes)",
             "--rlimit", "cpu=\(configuration.cpuSeconds)",
             "--rlimit", "core=0",
-            "--new-keyring",
+            "--new-keyring", "--data-fd",
         ]
         if configuration.seccomp { launcher.append("--seccomp") }
         launcher.append("--")

@@ -14,6 +14,8 @@ final class ChildProcess: Sendable {
     let stdoutFD: Int32
     /// Host end of the child's stderr (read, non-blocking).
     let stderrFD: Int32
+    /// Host end of the data pipe on the child's fd 3 (write), or -1: context bytes stream here, outside the frames.
+    let dataFD: Int32
 
     private struct State {
         var exitStatus: Int32?
@@ -22,24 +24,33 @@ final class ChildProcess: Sendable {
     }
     private let state = Mutex(State())
 
-    private init(pid: pid_t, stdinFD: Int32, stdoutFD: Int32, stderrFD: Int32) {
+    private init(pid: pid_t, stdinFD: Int32, stdoutFD: Int32, stderrFD: Int32, dataFD: Int32) {
         self.pid = pid
         self.stdinFD = stdinFD
         self.stdoutFD = stdoutFD
         self.stderrFD = stderrFD
+        self.dataFD = dataFD
     }
 
     /// Starts `path` with `arguments` (argv[0] included) and an explicit environment.
     ///
-    /// Every descriptor the host creates is close-on-exec, so only the three pipes reach the child; the launcher also
-    /// closes everything above 2 before it execs the sandbox.
-    static func spawn(path: String, arguments: [String], environment: [String]) throws -> ChildProcess {
+    /// Every descriptor the host creates is close-on-exec, so only the three pipes (and the data pipe, when asked
+    /// for) reach the child; the launcher also closes everything above 2 (above 3 with `--data-fd`) before it execs
+    /// the sandbox.
+    /// - Parameter dataPipe: also give the child a pipe on fd 3 to read from (``dataFD`` is the host's end).
+    static func spawn(path: String, arguments: [String], environment: [String], dataPipe: Bool = false) throws
+        -> ChildProcess
+    {
         // The launcher arms PR_SET_PDEATHSIG, which fires when the *thread* that spawned it exits, so spawn from one
         // thread that lives as long as the process, never from a pool thread that may be retired.
-        try SpawnThread.shared.run { try spawnHere(path: path, arguments: arguments, environment: environment) }
+        try SpawnThread.shared.run {
+            try spawnHere(path: path, arguments: arguments, environment: environment, dataPipe: dataPipe)
+        }
     }
 
-    private static func spawnHere(path: String, arguments: [String], environment: [String]) throws -> ChildProcess {
+    private static func spawnHere(path: String, arguments: [String], environment: [String], dataPipe: Bool) throws
+        -> ChildProcess
+    {
         var stdinPipe: [Int32] = [-1, -1]
         var stdoutPipe: [Int32] = [-1, -1]
         var stderrPipe: [Int32] = [-1, -1]
@@ -52,6 +63,15 @@ final class ChildProcess: Sendable {
             closeAll(stdinPipe + stdoutPipe)
             throw SandboxError.setup("pipe2 failed: \(errnoText())")
         }
+        var data: [Int32] = [-1, -1]
+        if dataPipe {
+            guard crlm_pipe_cloexec(&data) == 0 else {
+                closeAll(stdinPipe + stdoutPipe + stderrPipe)
+                throw SandboxError.setup("pipe2 failed: \(errnoText())")
+            }
+            // A larger pipe moves bulk context data in fewer wake-ups (1 MiB is the unprivileged maximum by default).
+            _ = fcntl(data[1], 1031 /* F_SETPIPE_SZ */, 1 << 20)
+        }
 
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
@@ -59,6 +79,7 @@ final class ChildProcess: Sendable {
         posix_spawn_file_actions_adddup2(&actions, stdinPipe[0], 0)
         posix_spawn_file_actions_adddup2(&actions, stdoutPipe[1], 1)
         posix_spawn_file_actions_adddup2(&actions, stderrPipe[1], 2)
+        if dataPipe { posix_spawn_file_actions_adddup2(&actions, data[0], 3) }
 
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
@@ -79,13 +100,14 @@ final class ChildProcess: Sendable {
         }
         var pid: pid_t = 0
         let rc = posix_spawn(&pid, path, &actions, &attributes, argv, envp)
-        closeAll([stdinPipe[0], stdoutPipe[1], stderrPipe[1]])
+        closeAll([stdinPipe[0], stdoutPipe[1], stderrPipe[1], data[0]])
         guard rc == 0 else {
-            closeAll([stdinPipe[1], stdoutPipe[0], stderrPipe[0]])
+            closeAll([stdinPipe[1], stdoutPipe[0], stderrPipe[0], data[1]])
             throw SandboxError.setup("cannot start \(path): \(String(cString: strerror(rc)))")
         }
         _ = fcntl(stderrPipe[0], F_SETFL, fcntl(stderrPipe[0], F_GETFL) | O_NONBLOCK)
-        return ChildProcess(pid: pid, stdinFD: stdinPipe[1], stdoutFD: stdoutPipe[0], stderrFD: stderrPipe[0])
+        return ChildProcess(
+            pid: pid, stdinFD: stdinPipe[1], stdoutFD: stdoutPipe[0], stderrFD: stderrPipe[0], dataFD: data[1])
     }
 
     /// Sends SIGKILL unless the process was already reaped (so a recycled pid is never hit).
@@ -140,9 +162,10 @@ final class ChildProcess: Sendable {
         return String(decoding: collected.prefix(limit), as: UTF8.self)
     }
 
-    /// Closes the stderr descriptor (the channel closes the other two).
+    /// Closes the stderr descriptor and the data pipe's (the channel closes the other two).
     func closeStderr() {
         _ = close(stderrFD)
+        if dataFD >= 0 { _ = close(dataFD) }
     }
 
     private static func closeAll(_ fds: [Int32]) {

@@ -29,14 +29,19 @@ enum HostMessage {
         let code: String
     }
 
-    struct ContextChunk: Encodable {
+    /// Load a context from the data pipe: `files` file records follow there (docs/CHANNEL.md).
+    struct LoadContext: Encodable {
         let type = "context"
         let id: String
         let name: String
         let kind: String
-        let seq: Int
-        let last: Bool
-        let data: String
+        let files: Int
+        let encoding: String
+        let errors: String
+        /// Characters of the head sample to measure.
+        let sample: Int
+        /// Documents whose heads to measure.
+        let heads: Int
     }
 
     struct GetVariable: Encodable {
@@ -96,7 +101,7 @@ enum WorkerMessage: Sendable {
     case ready(id: String, pid: Int, python: String, landlock: String)
     case result(id: String, WorkerCellResult)
     case subcall(id: String, SubcallRequest)
-    case ok(id: String)
+    case loaded(id: String, ContextLoadReply)
     case variable(id: String, VariableValue?)
     case fatal(message: String)
 
@@ -145,7 +150,7 @@ enum WorkerMessage: Sendable {
             case durationMS = "duration_ms"
             case call, prompt, prompts, model, context, found, value
             case typeName = "type_name"
-            case message
+            case message, summary
         }
 
         enum ErrorKeys: String, CodingKey {
@@ -209,8 +214,12 @@ enum WorkerMessage: Sendable {
                     throw ParseFailure(reason: "unknown sub-call '\(call.prefix(40))'")
                 }
                 message = .subcall(id: try id(), request)
-            case "ok":
-                message = .ok(id: try id())
+            case "loaded":
+                if let error = try c.decodeIfPresent(String.self, forKey: .error) {
+                    message = .loaded(id: try id(), .failed(error))
+                } else {
+                    message = .loaded(id: try id(), .summary(try c.decode(WireSummary.self, forKey: .summary).value))
+                }
             case "var":
                 let found = try c.decode(Bool.self, forKey: .found)
                 if found {
@@ -228,5 +237,59 @@ enum WorkerMessage: Sendable {
                 throw ParseFailure(reason: "unknown frame type '\(type.prefix(40))'")
             }
         }
+    }
+}
+
+/// The worker's answer to a `context` request.
+enum ContextLoadReply: Sendable {
+    case summary(ContextSummary)
+    /// Why the context could not be built (the REPL state is kept).
+    case failed(String)
+}
+
+/// A `loaded` frame's summary, decoded strictly and cut to what the prompts use: the worker is not trusted to keep
+/// its strings short.
+private struct WireSummary: Decodable {
+    let value: ContextSummary
+
+    static let maxHead = 64 << 10
+    static let maxNotices = 1000
+
+    enum Keys: String, CodingKey {
+        case type, shape, bytes, characters, lines, items, head, keys, skipped
+        case itemSizes = "item_sizes"
+        case itemHeads = "item_heads"
+        case decodedAs = "decoded_as"
+    }
+
+    init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: Keys.self)
+        func count(_ key: Keys) throws -> Int {
+            let value = try c.decode(Int.self, forKey: key)
+            guard value >= 0 else { throw WorkerMessage.ParseFailure(reason: "summary: negative \(key.stringValue)") }
+            return value
+        }
+        func notices(_ key: Keys) throws -> [ContextSummary.Notice] {
+            try c.decode([[String]].self, forKey: key).prefix(Self.maxNotices).map { pair in
+                guard pair.count == 2 else {
+                    throw WorkerMessage.ParseFailure(reason: "summary: a notice is not a pair")
+                }
+                return ContextSummary.Notice(label: String(pair[0].prefix(4096)), reason: String(pair[1].prefix(500)))
+            }
+        }
+        func cut(_ text: String) -> String {
+            String(String.UnicodeScalarView(text.unicodeScalars.prefix(Self.maxHead)))
+        }
+        guard let shape = ContextSource.Shape(rawValue: try c.decode(String.self, forKey: .shape)) else {
+            throw WorkerMessage.ParseFailure(reason: "summary: unknown shape")
+        }
+        value = ContextSummary(
+            type: String(try c.decode(String.self, forKey: .type).prefix(64)), shape: shape,
+            bytes: try count(.bytes), characters: try count(.characters), lines: try count(.lines),
+            items: try count(.items), itemSizes: Array(try c.decode([Int].self, forKey: .itemSizes).prefix(5)),
+            head: cut(try c.decode(String.self, forKey: .head)),
+            itemHeads: try c.decode([String].self, forKey: .itemHeads).prefix(8).map(cut),
+            keys: try c.decode([String].self, forKey: .keys).prefix(12).map { String($0.prefix(200)) },
+            skipped: try notices(.skipped), decodedAs: try notices(.decodedAs))
     }
 }

@@ -122,8 +122,39 @@ private actor InMemorySession: SandboxSession {
         return result
     }
 
-    func loadContext(_ context: ContextValue, name: String) async throws {
+    func loadContext(_ source: ContextSource, name: String, sample: Int) async throws -> ContextSummary {
+        let context = try Self.read(source)
         self.context = context
+        return ContextSummary.measure(context, sampleCharacters: sample)
+    }
+
+    /// The source's files read into memory, as UTF-8 (bad bytes replaced): this sandbox holds values.
+    private static func read(_ source: ContextSource) throws -> ContextValue {
+        let texts = try source.files.map { file -> String in
+            let data: Data
+            if case .data(let bytes) = file.content {
+                data = bytes
+            } else if let fd = try file.openForReading() {
+                defer { close(fd) }
+                data = FileHandle(fileDescriptor: fd, closeOnDealloc: false).readData(ofLength: file.size)
+            } else {
+                data = Data()
+            }
+            return String(decoding: data, as: UTF8.self)
+        }
+        switch source.shape {
+        case .text:
+            return .text(texts.first ?? "")
+        case .documents:
+            return .documents(
+                zip(source.files, texts).map { file, text in file.label.isEmpty ? text : "### \(file.label)\n\(text)" })
+        case .json:
+            do {
+                return .json(try JSONDecoder().decode(JSONValue.self, from: Data((texts.first ?? "").utf8)))
+            } catch {
+                throw ContextLoadError("context \(source.files.first?.label ?? "") is not valid JSON (\(error))")
+            }
+        }
     }
 
     func variable(named name: String) async throws -> VariableValue? {

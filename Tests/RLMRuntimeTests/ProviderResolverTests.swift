@@ -242,13 +242,13 @@ struct RuntimeTests {
         try String(repeating: "x", count: 2_000).write(to: big, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(at: big) }
         do {
-            _ = try ContextLoader(maxTotalBytes: 1_000).load([big.path])
+            _ = try ContextPlanner(maxBytes: 1_000).plan([big.path])
             Issue.record("expected a refusal")
         } catch {
             #expect(RunFailure.classify(error).httpStatus == 413)
         }
         do {
-            _ = try ContextLoader().load(["/nonexistent/limit/too large"])
+            _ = try ContextPlanner(maxBytes: 1 << 30).plan(["/nonexistent/limit/too large"])
             Issue.record("expected an error")
         } catch {
             #expect(RunFailure.classify(error).httpStatus == 400, "a path holding 'limit' is not a size error")

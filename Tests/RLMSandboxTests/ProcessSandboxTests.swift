@@ -146,14 +146,6 @@ extension SandboxTests {
             }
         }
 
-        @Test func contextLargerThanWorkDirIsRefused() async throws {
-            try await withTestSession(testConfiguration(workDirMB: 4)) { (session: any SandboxSession) async throws in
-                await #expect(throws: SandboxError.self) {
-                    try await session.loadContext(.text(String(repeating: "x", count: 5 << 20)))
-                }
-            }
-        }
-
         @Test func subcallsReachTheHandler() async throws {
             let handler = ClosureSubcallHandler { request in
                 switch request {

@@ -5,6 +5,8 @@ public struct RLMEvent: Sendable, Hashable, Codable {
     /// What kind of event.
     public enum Kind: String, Sendable, Hashable, Codable {
         case runStarted = "run_started"
+        /// A sandbox built the context: what it measured (type, bytes, characters, lines, items, skipped files).
+        case contextLoaded = "context_loaded"
         case modelRequest = "model_request"
         case modelResponse = "model_response"
         case codeResult = "code_result"

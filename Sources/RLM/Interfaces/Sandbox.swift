@@ -21,11 +21,16 @@ public protocol SandboxSession: AnyObject, Sendable {
     /// - Throws: ``SandboxError`` when the session is over, busy, or the worker broke the protocol.
     func run(_ code: String, timeout: Duration?) async throws -> CellResult
 
-    /// Loads a context into the REPL under `name` (bound lazily the first time code mentions it).
+    /// Builds a context inside the sandbox from its sources and binds it to `name`: the sandbox reads the files as
+    /// they stream in (the host never holds them) and measures what it built.
     /// - Parameters:
-    ///   - context: the text, documents or JSON.
+    ///   - source: the files (or in-memory bytes), the shape and the encoding.
     ///   - name: the variable name, a Python identifier.
-    func loadContext(_ context: ContextValue, name: String) async throws
+    ///   - sample: how many characters of the head to return in the summary.
+    /// - Returns: what the sandbox measured; files it left out are in ``ContextSummary/skipped``.
+    /// - Throws: ``ContextLoadError`` when the context cannot be built (an undecodable single text, invalid JSON,
+    ///   out of memory) — the REPL state is kept; ``SandboxError`` when the session broke.
+    func loadContext(_ source: ContextSource, name: String, sample: Int) async throws -> ContextSummary
 
     /// Reads `str()` of a variable from the REPL, or `nil` when there is no such variable.
     /// - Parameter name: the variable's name.
@@ -71,10 +76,13 @@ extension SandboxSession {
         try await run(code, timeout: nil)
     }
 
-    /// Loads a context as the variable `context`.
-    /// - Parameter context: the text, documents or JSON.
-    public func loadContext(_ context: ContextValue) async throws {
-        try await loadContext(context, name: "context")
+    /// Loads a context held in memory as the variable `name` (default `context`).
+    /// - Parameters:
+    ///   - context: the text, documents or JSON.
+    ///   - name: the variable name.
+    @discardableResult
+    public func loadContext(_ context: ContextValue, name: String = "context") async throws -> ContextSummary {
+        try await loadContext(ContextSource(context), name: name, sample: 2000)
     }
 }
 

@@ -18,7 +18,6 @@ import sys
 import _thread
 import _signal
 import _ast
-import binascii
 import itertools
 import select
 from time import perf_counter as _clock
@@ -65,10 +64,8 @@ _PENDING = {}          # sub-call id -> [lock held until the reply arrives, repl
 _ABANDONED = set()     # sub-call ids whose caller was interrupted: a late reply is dropped
 _SUB_IDS = itertools.count(1)
 _NS = {}               # the REPL namespace
-_CTX_PENDING = {}      # context name -> (kind, path, error or None), bound lazily
 _CTX_BOUND = {}        # context name -> the object bound, to undo a cell shrinking or deleting it
-_CTX_INFLIGHT = {}     # context request id -> [name, kind, path, next seq, file or None, error or None]
-_CTX_COUNTER = itertools.count(1)
+_DATA_FD = [-1]        # the context data pipe (fd 3 at start, moved to a close-on-exec fd), or -1
 _SOURCES = {}          # cell filename -> source, for tracebacks
 _WORK_DIR = ['.']
 _LC_SYNCED = [False]
@@ -76,10 +73,6 @@ _INT_LOCK = _thread.allocate_lock()
 _INT_EARLY = [False]   # an interrupt for an exec that has not started yet
 _EXECS_QUEUED = [0]    # exec requests queued by the reader
 _EXECS_DONE = [0]      # number of the last cell whose user code has ended (cells count from 1)
-
-
-class ContextError(Exception):
-    """A context sent by the host could not be stored or parsed."""
 
 
 class _ProtocolError(Exception):
@@ -129,6 +122,10 @@ def _setup_json():
                 obj, end = scan(s, 0)
             except StopIteration as e:
                 raise ValueError(f'Expecting value at char {e.value}') from None
+            except SystemError:
+                # The accelerator fails to build its error for some inputs: the json package says what is wrong.
+                import json
+                return json.loads(s)
             if end != len(s):
                 raise ValueError(f'Extra data at char {end}')
             return obj
@@ -549,8 +546,6 @@ def FINAL_VAR(name):
         _FINAL[0] = str(name)
         return
     key = name.strip().strip('\'"').strip()
-    if key not in _NS and key in _CTX_PENDING:
-        _load_context(key)
     if key not in _NS:
         names = _user_var_names()
         raise NameError(f'FINAL_VAR: no variable named {key!r}; variables: '
@@ -580,10 +575,6 @@ def SHOW_VARS():
             lines.append(f'  {k}: {_describe(_NS[k])}')
         except Exception:
             lines.append(f'  {k}: ?')
-    for k, (kind, _path, _err) in sorted(_CTX_PENDING.items()):
-        if k not in _NS:
-            lines.append(f'  {k}: {"dict/list/..." if kind == "json" else kind} (not loaded yet: it loads when a cell '
-                         f'mentions {k})')
     text = _Listing('Variables:\n' + '\n'.join(sorted(lines)) if lines else 'No user variables.')
     print(text)
     return text
@@ -613,99 +604,421 @@ def _restore_contexts():
     return '\n'.join(notes)
 
 
-def _load_context(name):
-    # The entry stays pending until the value is bound: an interrupted or failed load can be retried.
-    kind, path, err = _CTX_PENDING[name]
-    if err is not None:
-        raise ContextError(f'context {name!r} could not be stored: {err}')
-    try:
-        with open(path, 'rb') as f:
-            data = f.read()
-    except OSError as e:
-        raise ContextError(f'context {name!r} could not be read: {e}') from None
-    if kind == 'str':
-        value = data.decode('utf-8', 'replace')
-    else:
+class _DataReader:
+    """Reads the host's context data pipe: chunk records (4-byte big-endian length, then the bytes; a zero length ends a
+    file) after a small header per file. Small reads come from a buffer; chunks are read straight into their own
+    bytearray."""
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.buf = bytearray(65536)
+        self.start = 0
+        self.end = 0
+
+    def _fill(self):
+        if self.start == self.end:
+            self.start = self.end = 0
+        elif self.start > 32768:
+            n = self.end - self.start
+            self.buf[:n] = self.buf[self.start:self.end]
+            self.start, self.end = 0, n
+        n = os.readv(self.fd, [memoryview(self.buf)[self.end:]])
+        if not n:
+            raise _ProtocolError('the context data pipe ended in the middle of a context')
+        self.end += n
+
+    def take(self, n):
+        while self.end - self.start < n:
+            self._fill()
+        b = bytes(self.buf[self.start:self.start + n])
+        self.start += n
+        return b
+
+    def number(self, width):
+        return int.from_bytes(self.take(width), 'big')
+
+    def chunk(self, n):
+        out = bytearray(n)
+        have = min(n, self.end - self.start)
+        if have:
+            out[:have] = self.buf[self.start:self.start + have]
+            self.start += have
+        mv = memoryview(out)
+        while have < n:
+            got = os.readv(self.fd, [mv[have:]])
+            if not got:
+                raise _ProtocolError('the context data pipe ended in the middle of a chunk')
+            have += got
+        return out
+
+
+# The fast path builds a big str in place: CPython's PyUnicode_New allocates it uninitialised, the bytes are copied
+# into it as they arrive, and nothing else holds the text meanwhile, so a 1 GB context costs about 1 GB rather than
+# the 2 GB of bytes-then-decode. It is checked once per worker (a small string is built and compared); where it is not
+# available (another Python, no ctypes) the pieces are joined instead.
+_FAST = [None]
+_FAST_MIN = 1 << 20
+
+
+def _fast_api():
+    v = _FAST[0]
+    if v is None:
+        v = False
         try:
-            value = _loads(data.decode('utf-8-sig'))
-        except (ValueError, UnicodeDecodeError, RecursionError) as e:
-            raise ContextError(f'context {name!r} is not valid JSON: {e}') from None
-        if kind == 'list' and not (type(value) is list and all(type(x) is str for x in value)):
-            raise ContextError(f'context {name!r} of kind "list" must be a JSON array of strings')
-    del data
-    _NS[name] = value
-    _CTX_BOUND[name] = value
-    del _CTX_PENDING[name]
-    try:
-        os.unlink(path)  # the value lives in memory now; the sandbox's tmpfs is small
-    except OSError:
-        pass
+            import ctypes
+            new = ctypes.pythonapi.PyUnicode_New
+            new.restype = ctypes.py_object
+            new.argtypes = (ctypes.c_ssize_t, ctypes.c_uint32)
+            gs = sys.getsizeof
+            hdr = {127: gs('') - 1, 255: gs('\xe9') - 2, 65535: gs('\u0100') - 4, 1114111: gs('\U00010000') - 8}
+            for maxchar, sample in ((127, 'abcd'), (255, 'a\xe9cd'), (65535, 'a\u0100cd'), (1114111, 'a\U00010000cd')):
+                t = new(len(sample), maxchar)
+                b = sample.encode(_WIDE_CODEC[maxchar], 'surrogatepass')
+                ctypes.memmove(id(t) + hdr[maxchar], b, len(b))
+                if t != sample or hash(t) != hash(sample):
+                    raise ValueError('PyUnicode_New self-check failed')
+            v = (ctypes, new, hdr)
+        except Exception:
+            v = False
+        _FAST[0] = v
+    return v
+
+
+_HOST_SKIPPED = (1 << 64) - 1  # a file's planned size when the host could not open it (it says why itself)
+_WIDE_CODEC = {127: 'latin-1', 255: 'latin-1', 65535: 'utf-16-le', 1114111: 'utf-32-le'}
+_MAXCHAR = {1: 255, 2: 65535, 4: 1114111}
+_ASCII_FAMILY = frozenset(('utf_8', 'utf_8_sig', 'ascii', 'iso8859_1', 'iso8859_15', 'cp1252', 'cp1250', 'cp1251',
+                           'cp437'))
+
+
+class _Undecodable(Exception):
+    def __init__(self, offset, byte, codec):
+        super().__init__(f'byte 0x{byte:02X} at offset {offset:,} is not valid {codec}')
+        self.offset = offset
+        self.codec = codec
+
+
+class _TextBuilder:
+    """One str from bytes arriving in chunks. While every chunk is ASCII (and the encoding is ASCII-compatible) the
+    bytes go straight into a preallocated ASCII str; otherwise chunks are decoded into pieces, assembled at the end into
+    one str of the right width with each piece released as soon as it is copied."""
+
+    def __init__(self, size, codec, errors):
+        codecs = __import__('codecs')
+        self.codec = codec
+        self.family = codecs.lookup(codec).name.replace('-', '_')
+        self.errors = errors
+        self.decoder = codecs.getincrementaldecoder(codec)(errors)
+        self.pieces = []
+        self.chars = 0
+        self.offset = 0          # bytes fed
+        self.nul = False
+        self.target = None       # [str, address, characters filled, capacity] on the ASCII fast path
+        self.fast = False
+        api = _fast_api() if size >= _FAST_MIN and self.family in _ASCII_FAMILY else False
+        if api:
+            t = api[1](size, 127)
+            self.target = [t, id(t) + api[2][127], 0, size]
+            self.fast = True
+
+    def feed(self, chunk):
+        if not self.nul and 0 in chunk:
+            self.nul = True
+        t = self.target
+        if self.fast and chunk.isascii() and t[2] + len(chunk) <= t[3]:
+            ctypes = _FAST[0][0]
+            ctypes.memmove(t[1] + t[2], (ctypes.c_char * len(chunk)).from_buffer(chunk), len(chunk))
+            t[2] += len(chunk)
+            self.chars += len(chunk)
+            self.offset += len(chunk)
+            return
+        self.fast = False
+        try:
+            piece = self.decoder.decode(chunk)
+        except UnicodeDecodeError as e:
+            raise _Undecodable(self.offset + e.start - len(self.decoder.getstate()[0]), e.object[e.start],
+                               self.codec) from None
+        self._add(piece)
+        self.offset += len(chunk)
+
+    def _add(self, piece):
+        if piece:
+            self.pieces.append(piece)
+            self.chars += len(piece)
+
+    def reread_as(self, codec, pending):
+        """`auto` found bytes that are not UTF-8: everything so far is read again as `codec` (an ASCII prefix reads
+        the same; text decoded so far is valid UTF-8, so its bytes come back exactly), then `pending` (the chunk that
+        failed) is fed."""
+        old = self.pieces
+        buffered = self.decoder.getstate()[0]
+        codecs = __import__('codecs')
+        self.codec = codec
+        self.family = codecs.lookup(codec).name.replace('-', '_')
+        self.decoder = codecs.getincrementaldecoder(codec)(self.errors)
+        self.pieces = []
+        self.chars = self.target[2] if self.target is not None else 0
+        self.fast = False
+        while old:
+            p = old.pop(0)
+            self._add(p.encode('utf-8', 'surrogatepass').decode(codec, self.errors))
+        self._add(self.decoder.decode(buffered))
+        self.feed(pending)
+
+    def finish(self):
+        try:
+            self._add(self.decoder.decode(b'', True))
+        except UnicodeDecodeError as e:
+            raise _Undecodable(self.offset - len(e.object) + e.start, e.object[e.start], self.codec) from None
+        t = self.target
+        self.target = None
+        head, filled = (t[0], t[2]) if t is not None else (None, 0)
+        if t is not None and not self.pieces:
+            return head if filled == t[3] else head[:filled]
+        t = None
+        pieces = self.pieces
+        self.pieces = []
+        api = _FAST[0]
+        if not api or self.chars < _FAST_MIN:
+            if head is not None:
+                pieces.insert(0, head[:filled])
+                head = None
+            return ''.join(pieces)
+        ctypes, new, hdr = api
+        width = 1
+        latin = False
+        for p in pieces:
+            if not p.isascii():
+                width = max(width, (sys.getsizeof(p) - hdr[255]) // (len(p) + 1))
+                latin = True
+        maxchar = _MAXCHAR[width] if latin else 127
+        out = new(self.chars, maxchar)
+        codec = _WIDE_CODEC[maxchar]
+        base = id(out) + hdr[maxchar]
+        pos = 0
+        if head is not None:
+            step = 1 << 24
+            for i in range(0, filled, step):
+                b = head[i:min(filled, i + step)].encode(codec)
+                ctypes.memmove(base + pos * width, b, len(b))
+                pos += len(b) // width
+            head = None
+        pieces.reverse()
+        while pieces:
+            p = pieces.pop()
+            b = p.encode(codec, 'surrogatepass')
+            ctypes.memmove(base + pos * width, b, len(b))
+            pos += len(p)
+            p = b = None
+        if pos != self.chars:
+            raise ValueError(f'internal error: assembled {pos} of {self.chars} characters')
+        return out
+
+
+_BOMS = ((b'\xef\xbb\xbf', 'utf-8-sig'), (b'\xff\xfe\x00\x00', 'utf-32'), (b'\x00\x00\xfe\xff', 'utf-32'),
+         (b'\xff\xfe', 'utf-16'), (b'\xfe\xff', 'utf-16'))
+
+
+class _Source:
+    """Reads one file's chunks from the data pipe and decodes them: `auto` (a BOM decides, else UTF-8, else Latin-1
+    when there is no NUL byte) or a named codec. `documents`: a file holding a NUL byte (under an ASCII-compatible
+    encoding) is binary and skipped. Always consumes the whole file from the pipe, whatever happens."""
+
+    def __init__(self, reader, encoding, errors, documents, raw):
+        self.reader = reader
+        self.encoding = encoding
+        self.errors = errors
+        self.documents = documents
+        self.raw = raw              # keep the bytes (JSON)
+        self.nbytes = 0
+        self.skipped = None         # why the file was left out
+        self.undecodable = False    # ... because it did not decode
+        self.decoded_as = None      # how auto decoded it, when not as UTF-8
+
+    def _binary(self, builder):
+        return self.documents and builder.nul and builder.family in _ASCII_FAMILY
+
+    def read(self, size):
+        """Returns the text (bytes when raw), or None when the file is left out (see `skipped`).
+        Raises MemoryError after consuming the file."""
+        reader = self.reader
+        builder = None
+        data = bytearray() if self.raw else None
+        failure = None
+        auto = self.encoding == 'auto'
+        while True:
+            n = reader.number(4)
+            if n == 0:
+                break
+            chunk = reader.chunk(n)
+            self.nbytes += n
+            if failure is not None:
+                continue
+            try:
+                if self.raw:
+                    data += chunk
+                    continue
+                if builder is None:
+                    codec = self.encoding
+                    if auto:
+                        codec = 'utf-8'
+                        for bom, name in _BOMS:
+                            if chunk.startswith(bom):
+                                codec, auto = name, False
+                                if name != 'utf-8-sig':
+                                    self.decoded_as = name.upper() + ' (from its byte-order mark)'
+                                break
+                    builder = _TextBuilder(size, codec, self.errors)
+                try:
+                    builder.feed(chunk)
+                except _Undecodable:
+                    if self._binary(builder):
+                        pass
+                    elif not auto or builder.nul:
+                        raise
+                    else:
+                        auto = False
+                        self.decoded_as = 'Latin-1 (it is not valid UTF-8)'
+                        builder.reread_as('latin-1', chunk)
+                if self._binary(builder):
+                    failure = 'binary file (it holds NUL bytes), skipped'
+                    builder = None
+            except _Undecodable as e:
+                failure = e
+                builder = None
+            except MemoryError as e:
+                failure = e
+                builder = data = None
+        if failure is None:
+            if self.raw:
+                return data
+            try:
+                return builder.finish() if builder is not None else ''
+            except _Undecodable as e:
+                failure = e
+        if isinstance(failure, MemoryError):
+            raise failure
+        if isinstance(failure, str):
+            self.skipped = failure
+        else:
+            self.undecodable = True
+            self.skipped = f'not valid {failure.codec} ({failure})'
+            if self.documents:
+                self.skipped += ', skipped'
+        return None
 
 
 def _on_context(m):
+    """Builds a context from the files the host streams on the data pipe, binds it, and replies with what it
+    measured (or why it could not: the REPL state is kept either way)."""
     rid = m['id']
-    name, kind, seq, last, data = m.get('name'), m.get('kind'), m.get('seq'), m.get('last'), m.get('data')
+    name, kind, count = m.get('name'), m.get('kind'), m.get('files')
+    encoding, errors = m.get('encoding'), m.get('errors')
+    sample, heads = m.get('sample'), m.get('heads')
     if type(name) is not str or not name.isidentifier():
         raise _ProtocolError(f'context: name must be a Python identifier, got {name!r}')
     if kind not in _CONTEXT_KINDS:
         raise _ProtocolError(f'context: kind must be "str", "list" or "json", got {kind!r}')
-    if type(seq) is not int or type(last) is not bool or type(data) is not str:
-        raise _ProtocolError('context: seq (int), last (bool) and data (str) are required')
-    try:
-        chunk = binascii.a2b_base64(data, strict_mode=True)
-    except (binascii.Error, ValueError) as e:
-        raise _ProtocolError(f'context: data is not base64: {e}') from None
-    st = _CTX_INFLIGHT.get(rid)
-    if seq == 0:
-        if st is not None:
-            _ctx_discard(st)
-        d = os.path.join(_WORK_DIR[0], '.rlm')
-        path = os.path.join(d, f'ctx-{next(_CTX_COUNTER)}-{name}.{kind}')
-        st = [name, kind, path, 0, None, None]
+    if type(count) is not int or count < 0 or (kind != 'list' and count != 1):
+        raise _ProtocolError('context: files (int; 1 unless kind is "list") is required')
+    if type(encoding) is not str or errors not in ('strict', 'replace'):
+        raise _ProtocolError('context: encoding (str) and errors ("strict" or "replace") are required')
+    if type(sample) is not int or type(heads) is not int or sample < 0 or heads < 0:
+        raise _ProtocolError('context: sample and heads (non-negative int) are required')
+    if _DATA_FD[0] < 0:
+        raise _ProtocolError('context: this worker has no data pipe')
+    reader = _DataReader(_DATA_FD[0])
+    error = None
+    if encoding != 'auto':
         try:
-            os.makedirs(d, exist_ok=True)
-            st[4] = open(path, 'wb')
-        except OSError as e:
-            st[5] = f'{type(e).__name__}: {e}'
-        _CTX_INFLIGHT[rid] = st
-    elif st is None or seq != st[3]:
-        raise _ProtocolError(f'context: chunk seq {seq} out of order for id {rid!r}')
-    st[3] = seq + 1
-    if st[5] is None:
+            encoding = __import__('codecs').lookup(encoding).name
+        except LookupError:
+            error = f'unknown encoding {encoding!r}: pass a Python codec name such as utf-8, latin-1, utf-16 or cp1252'
+    docs = []
+    sizes = []
+    skipped = []
+    decoded_as = []
+    total_bytes = 0
+    lines = 0
+    value = None
+    head = None
+    for _ in range(count):
+        label = reader.take(reader.number(4)).decode('utf-8', 'replace')
+        size = reader.number(8)
+        if size == _HOST_SKIPPED:
+            if reader.number(4) != 0:
+                raise _ProtocolError('context: a file the host skipped carries data')
+            continue
+        src = _Source(reader, encoding if error is None else 'latin-1', errors, kind == 'list', kind == 'json')
         try:
-            st[4].write(chunk)
-        except OSError as e:
-            st[5] = f'{type(e).__name__}: {e}'
-    if not last:
+            got = src.read(size)
+        except MemoryError:
+            got = None
+            if error is None:
+                error = (f'the sandbox ran out of memory building the context (at {label}); '
+                         f'raise the sandbox memory limit (--memory)')
+        if error is not None:
+            continue
+        if src.decoded_as:
+            decoded_as.append([label, f'decoded as {src.decoded_as}'])
+        if got is None:
+            if kind == 'list':
+                skipped.append([label, src.skipped])
+                continue
+            error = f'context {label} could not be read: {src.skipped}'
+            if getattr(src, 'undecodable', None) is not None:
+                error += ('. If it is in another encoding, pass --encoding (latin-1, utf-16, cp1252, …); '
+                          'to load it anyway with bad bytes replaced, pass --encoding-errors replace')
+            continue
+        if kind == 'json':
+            total_bytes = src.nbytes
+            try:
+                text = got.decode('utf-8-sig' if encoding == 'auto' else encoding, errors)
+                got = None
+                value = _loads(text)
+                lines = text.count('\n') + (1 if text and not text.endswith('\n') else 0)
+                chars = len(text)
+                head = text[:sample]
+                text = None
+            except (ValueError, UnicodeDecodeError, RecursionError) as e:
+                error = f'context {label} is not valid JSON ({e}); rename it to load it as text'
+            except MemoryError:
+                error = 'the sandbox ran out of memory parsing the JSON context; raise --memory'
+            continue
+        if kind == 'list' and label:
+            got = f'### {label}\n' + got
+        docs.append(got)
+        sizes.append(src.nbytes)
+        got = None
+    if error is None and ((kind == 'str' and not docs) or (kind == 'json' and head is None)):
+        error = 'the host could not send the context file'
+    if error is not None:
+        _reply({'type': 'loaded', 'id': rid, 'error': error[:4000]})
         return
-    del _CTX_INFLIGHT[rid]
-    f = st[4]
-    if f is not None:
-        try:
-            f.close()
-        except OSError as e:
-            if st[5] is None:
-                st[5] = f'{type(e).__name__}: {e}'
-    name, kind, path, err = st[0], st[1], st[2], st[5]
-    _CTX_BOUND.pop(name, None)
-    old = _CTX_PENDING.pop(name, None)
-    if old is not None:
-        try:
-            os.unlink(old[1])
-        except OSError:
-            pass
-    _NS.pop(name, None)  # a later context with the same name replaces the earlier one
-    _CTX_PENDING[name] = (kind, path, err)
-    _reply({'type': 'ok', 'id': rid})
+    summary = {'shape': kind, 'skipped': skipped[:1000], 'decoded_as': decoded_as[:1000]}
+    if kind == 'str':
+        value = docs[0]
+        summary.update(type='str', characters=len(value), bytes=sizes[0], lines=_lines(value),
+                       items=0, item_sizes=[], head=value[:sample], item_heads=[], keys=[])
+    elif kind == 'list':
+        value = docs
+        each = max(80, sample // max(1, min(heads, len(docs)))) if docs else 0
+        summary.update(type='list', characters=sum(map(len, docs)), bytes=sum(sizes),
+                       lines=sum(map(_lines, docs)), items=len(docs), item_sizes=[len(d) for d in docs[:5]],
+                       head='', item_heads=[d[:each] for d in docs[:heads]], keys=[])
+    else:
+        t = type(value)
+        summary.update(type=t.__name__, characters=chars, bytes=total_bytes, lines=lines,
+                       items=len(value) if t in (dict, list) else 0, item_sizes=[], head=head, item_heads=[],
+                       keys=[str(k)[:200] for k in itertools.islice(value, 12)] if t is dict else [])
+    docs = None
+    _NS[name] = value
+    _CTX_BOUND[name] = value
+    _reply({'type': 'loaded', 'id': rid, 'summary': summary})
 
 
-def _ctx_discard(st):
-    try:
-        if st[4] is not None:
-            st[4].close()
-        os.unlink(st[2])
-    except OSError:
-        pass
+def _lines(text):
+    return text.count('\n') + (1 if text and text[-1] != '\n' else 0)
 
 
 # ---------------------------------------------------------------------------------------------------------- cells
@@ -798,10 +1111,6 @@ def _on_exec(m):
             _INT_EARLY[0] = False
         if early:
             raise KeyboardInterrupt  # the interrupt came after this exec was sent, before the cell started
-        if _CTX_PENDING:
-            for name in tuple(_CTX_PENDING):
-                if name in code:
-                    _load_context(name)
         _run_code(code, fname)
         _EXECS_DONE[0] = cell_no  # before clearing _ACTIVE: see _on_interrupt
         _ACTIVE[0] = False
@@ -853,11 +1162,6 @@ def _on_get_var(m):
     name = m.get('name')
     if type(name) is not str:
         raise _ProtocolError('get_var: name (str) is required')
-    if name not in _NS and name in _CTX_PENDING:
-        try:
-            _load_context(name)
-        except Exception as e:
-            _diag(f'get_var {name!r}: {e}')
     if name not in _NS:
         _reply({'type': 'var', 'id': rid, 'found': False, 'value': None, 'type_name': None})
         return
@@ -1027,6 +1331,12 @@ def _setup_channel():
     global _CHAN_IN, _CHAN_OUT, _DIAG, _NULL
     _CHAN_IN = os.dup(0)    # os.dup: close-on-exec
     _CHAN_OUT = os.dup(1)
+    try:
+        if os.fstat(3).st_mode & 0o170000 == 0o010000:  # a FIFO: the host's context data pipe
+            _DATA_FD[0] = os.dup(3)
+            os.close(3)
+    except OSError:
+        pass
     try:
         _DIAG = os.dup(2)
     except OSError:
