@@ -15,15 +15,16 @@
  *   --seccomp              pass a deny-list seccomp program to bwrap through
  *                          a memfd (`--seccomp FD` inserted after the path).
  *   --new-keyring          join a fresh anonymous session keyring.
- *   --data-fd              keep fd 3 open for the sandbox (the host's context
- *                          data pipe); everything above it is still closed.
+ *   --data-fd              keep fds 3 and 4 open for the sandbox (the context
+ *                          data pipes: 3 host -> sandbox, 4 sandbox -> host);
+ *                          everything above them is still closed.
  *
  *   rlm-sandbox-launch --print-denied-syscalls
  *                          print every call the seccomp filter denies (one
  *                          JSON object a line: name, nr, args, errno) and
  *                          exit 0; for the tests that probe each of them.
  *
- * Always: setsid(); close every fd >= 3 (>= 4 with --data-fd); reset signal dispositions and the
+ * Always: setsid(); close every fd >= 3 (>= 5 with --data-fd); reset signal dispositions and the
  * signal mask; PR_SET_PDEATHSIG(SIGKILL) after the drop; PR_SET_NO_NEW_PRIVS;
  * execve() with an EMPTY environment.
  *
@@ -834,14 +835,17 @@ int main(int argc, char **argv)
 
     /* ---- 3. close everything inherited except stdio (and the data pipe) ---- */
     if (keep_data_fd) {
-        struct stat data;
-        if (fstat(3, &data) != 0 || !S_ISFIFO(data.st_mode))
-            usage_error("--data-fd: fd 3 is not a pipe");
-        /* The sandbox reads it; it must not carry the host's close-on-exec flag into bwrap either. */
-        if (fcntl(3, F_SETFD, 0) != 0)
-            fail_errno(EXIT_SETUP, errno, "fcntl(3, F_SETFD)");
+        int fd;
+        for (fd = 3; fd <= 4; fd++) {
+            struct stat data;
+            if (fstat(fd, &data) != 0 || !S_ISFIFO(data.st_mode))
+                usage_error("--data-fd: fd %d is not a pipe", fd);
+            /* The sandbox uses it: it must survive the exec into bwrap and bwrap's into Python. */
+            if (fcntl(fd, F_SETFD, 0) != 0)
+                fail_errno(EXIT_SETUP, errno, "fcntl(%d, F_SETFD)", fd);
+        }
     }
-    close_inherited_fds(keep_data_fd ? 4 : 3);
+    close_inherited_fds(keep_data_fd ? 5 : 3);
 
     /* ---- 4. default signal dispositions, empty mask ---- */
     reset_signals();

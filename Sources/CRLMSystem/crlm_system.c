@@ -179,3 +179,68 @@ output_failed:
         return -1;
     }
 }
+
+/* Reads exactly `count` bytes; 0, or -1 on end of input or error. */
+static int read_exact(int fd, void *buffer, size_t count) {
+    char *p = buffer;
+    while (count > 0) {
+        ssize_t n = read(fd, p, count);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        p += n;
+        count -= (size_t)n;
+    }
+    return 0;
+}
+
+int crlm_spool_records(int in_pipe, int out_fd, uint64_t expected) {
+    uint64_t total = 0;
+    char *buffer = NULL;
+    int use_splice = 1;
+    for (;;) {
+        unsigned char header[4];
+        if (read_exact(in_pipe, header, 4) != 0)
+            goto died;
+        uint32_t length = ((uint32_t)header[0] << 24) | ((uint32_t)header[1] << 16) | ((uint32_t)header[2] << 8) |
+                          (uint32_t)header[3];
+        if (length == 0)
+            break;
+        if (length > expected - total) {
+            free(buffer);
+            return -2;
+        }
+        size_t left = length;
+        while (left > 0) {
+            ssize_t n;
+            if (use_splice) {
+                n = splice(in_pipe, NULL, out_fd, NULL, left, SPLICE_F_MOVE);
+                if (n < 0 && errno == EINTR)
+                    continue;
+                if (n < 0 && (errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
+                    use_splice = 0;
+                    continue;
+                }
+                if (n <= 0)
+                    goto died;
+            } else {
+                if (buffer == NULL && (buffer = malloc(1u << 20)) == NULL)
+                    goto died;
+                size_t want = left < (1u << 20) ? left : (1u << 20);
+                n = read(in_pipe, buffer, want);
+                if (n < 0 && errno == EINTR)
+                    continue;
+                if (n <= 0 || crlm_write_all(out_fd, buffer, (uint64_t)n) != 0)
+                    goto died;
+            }
+            left -= (size_t)n;
+        }
+        total += length;
+    }
+    free(buffer);
+    return total == expected ? 0 : -2;
+died:
+    free(buffer);
+    return -1;
+}

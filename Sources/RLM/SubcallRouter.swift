@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 
 /// Answers the sandbox's sub-calls on the host: `llm_query` to the sub-model, `llm_query_batched` concurrently with a
 /// limit, `rlm_query` to a child RLM one level deeper (a plain `llm_query` at the maximum depth). Budgets are charged
@@ -50,10 +51,15 @@ struct SubcallRouter: SubcallHandler {
                     "call": "rlm_query", "prompt": cut(prompt), "recursed": "\(canRecurse)",
                     "model": name ?? childConfiguration.rootModel.name,
                 ])
-            let childContext = context.map(Self.contextValue)
+            let childContext: ContextSource? =
+                switch context {
+                case .value(let json): ContextSource(Self.contextValue(json))
+                case .streamed(let streamed): streamed.source
+                case nil: nil
+                }
             guard canRecurse else {
                 var text = prompt
-                if let childContext, let rendered = Self.render(childContext) { text += "\n\n" + rendered }
+                if let context, let rendered = Self.render(context) { text += "\n\n" + rendered }
                 let model = name == nil ? configuration.subcallModel : childConfiguration.rootModel
                 return .text(try await query(text, model: model))
             }
@@ -64,8 +70,7 @@ struct SubcallRouter: SubcallHandler {
                         + "alive in this run and none freed up in time. Run fewer rlm_query calls at once.")
             }
             let child = RLMLoop(
-                configuration: childConfiguration, context: childContext.map(ContextSource.init), depth: depth + 1,
-                events: events)
+                configuration: childConfiguration, context: childContext, depth: depth + 1, events: events)
             let outcome: RLMLoop.Outcome
             do {
                 outcome = try await child.answer(query: prompt, tracker: tracker)
@@ -173,14 +178,29 @@ struct SubcallRouter: SubcallHandler {
         }
     }
 
-    static func render(_ context: ContextValue) -> String? {
+    /// A child context as prompt text, for `rlm_query` at the depth limit (a plain query on prompt and context).
+    /// A streamed context is read up to ``renderLimit`` bytes: no model window holds more, and the sub-model's
+    /// window check refuses what does not fit.
+    static func render(_ context: ChildContext) -> String? {
         switch context {
-        case .text(let text): return text
-        case .documents(let documents): return documents.joined(separator: "\n\n")
-        case .json(let value):
-            return (try? JSONEncoder().encode(value)).map { String(decoding: $0, as: UTF8.self) }
+        case .value(let json):
+            switch contextValue(json) {
+            case .text(let text): return text
+            case .documents(let documents): return documents.joined(separator: "\n\n")
+            case .json(let value):
+                return (try? JSONEncoder().encode(value)).map { String(decoding: $0, as: UTF8.self) }
+            }
+        case .streamed(let streamed):
+            guard let file = streamed.source.files.first, let fd = try? file.openForReading() else { return nil }
+            defer { close(fd) }
+            var data = Data(count: min(file.size, renderLimit))
+            let count = data.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
+            return String(decoding: data.prefix(max(0, count)), as: UTF8.self)
         }
     }
+
+    /// The most bytes of a streamed child context put into a plain query's prompt.
+    static let renderLimit = 16 << 20
 }
 
 /// A rough token count: about three characters a token, which overestimates English prose and fits logs and code.

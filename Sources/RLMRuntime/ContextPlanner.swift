@@ -76,8 +76,9 @@ public struct ContextPlanner: Sendable {
         public var totalBytes: Int { source.totalBytes }
 
         /// - Parameters: as the properties.
-        public init(source: ContextSource, skipped: [ContextSummary.Notice] = [], ignored: Int = 0, notes: [String] = [])
-        {
+        public init(
+            source: ContextSource, skipped: [ContextSummary.Notice] = [], ignored: Int = 0, notes: [String] = []
+        ) {
             self.source = source
             self.skipped = skipped
             self.ignored = ignored
@@ -213,7 +214,7 @@ public struct ContextPlanner: Sendable {
     /// Copies `input` to an unlinked private file, 1 MiB at a time (host memory stays flat), and refuses as soon as
     /// more than `left` bytes have arrived.
     private func spool(_ input: Int32, left: Int) throws -> ContextFile {
-        let spooled = ContextDescriptor(fd: try openSpoolFile())
+        let spooled = try ContextDescriptor.spool(environment: environment)
         let chunk = 1 << 20
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: 16)
         defer { buffer.deallocate() }
@@ -237,7 +238,7 @@ public struct ContextPlanner: Sendable {
                 throw ContextLoadError(
                     "standard input holds more than --max-context (\(Self.describeBytes(maxBytes))) leaves for it "
                         + "(\(Self.describeBytes(left))); pass a larger --max-context (e.g. --max-context "
-                        + "\(Self.flagValue(atLeast: maxBytes.multipliedReportingOverflow(by: 2).partialValue))) "
+                        + "\(ByteSize.suggest(maxBytes.multipliedReportingOverflow(by: 2).partialValue))) "
                         + "or fewer files", isTooLarge: true)
             }
             guard Self.writeAll(spooled.fd, buffer, count) else {
@@ -245,32 +246,6 @@ public struct ContextPlanner: Sendable {
             }
         }
         return ContextFile(label: "<stdin>", size: total, content: .open(spooled))
-    }
-
-    /// An unlinked read-write file, mode 0600, in SwiftRLM's private cache directory (else in `TMPDIR`): `O_TMPFILE`
-    /// where the file system has it, otherwise `mkstemp` and `unlink`.
-    private func openSpoolFile() throws -> Int32 {
-        var directories = [String]()
-        let cache = SwiftRLMPaths.cacheDirectory(environment: environment)
-        if (try? SwiftRLMPaths.createDirectory(cache, privateToOwner: true)) != nil { directories.append(cache.path) }
-        directories.append(environment["TMPDIR"].flatMap { $0.hasPrefix("/") ? $0 : nil } ?? "/tmp")
-        // O_TMPFILE is `__O_TMPFILE | O_DIRECTORY`, a macro Swift does not import; __O_TMPFILE is the same on every
-        // architecture Swift runs on.
-        let temporaryFile: Int32 = 0o20_000_000 | O_DIRECTORY
-        for directory in directories {
-            let fd = open(directory, temporaryFile | O_RDWR | O_CLOEXEC, 0o600)
-            if fd >= 0 { return fd }
-            var template = Array("\(directory)/rlm-stdin-XXXXXX".utf8CString)
-            let named = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
-            if named >= 0 {
-                _ = fcntl(named, F_SETFD, FD_CLOEXEC)
-                template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
-                return named
-            }
-        }
-        throw ContextLoadError(
-            "standard input could not be spooled: no private file could be made in \(directories.joined(separator: " or "))"
-        )
     }
 
     private static func writeAll(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int) -> Bool {
@@ -315,74 +290,81 @@ public struct ContextPlanner: Sendable {
         /// What git lists, or `nil` outside a work tree.
         var listing: GitListing?
 
+        /// Walks the directory `fd` (left open), whose path below the source is `relative`.
         func walk(_ fd: Int32, relative: String, depth: Int, into tally: inout Tally) throws {
-            guard let names = Self.names(in: fd) else {
+            let listed = try Self.withNames(in: fd) { names in
+                for name in names { try visit(name, in: fd, relative: relative, depth: depth, into: &tally) }
+            }
+            if listed == nil {
                 tally.skipped.append(.init(label: label(relative), reason: "cannot be listed, skipped"))
+            }
+        }
+
+        /// Looks at one entry of the directory `fd` (without following it) and plans, skips or descends into it.
+        private func visit(
+            _ rawName: UnsafePointer<CChar>, in fd: Int32, relative: String, depth: Int, into tally: inout Tally
+        ) throws {
+            guard let name = String(validatingCString: rawName) else {
+                let shown = String(cString: rawName)  // bad bytes shown as U+FFFD
+                let path = relative.isEmpty ? shown : relative + "/" + shown
+                tally.skipped.append(.init(label: label(path), reason: "name is not valid UTF-8, skipped"))
                 return
             }
-            for raw in names {
-                guard let name = String(validating: raw, as: UTF8.self) else {
-                    let shown = String(decoding: raw, as: UTF8.self)
-                    let path = relative.isEmpty ? shown : relative + "/" + shown
-                    tally.skipped.append(.init(label: label(path), reason: "name is not valid UTF-8, skipped"))
-                    continue
+            if listing == nil, name.hasPrefix(".") { return }
+            let path = relative.isEmpty ? name : relative + "/" + name
+            var info = stat()
+            guard fstatat(fd, rawName, &info, AT_SYMLINK_NOFOLLOW) == 0 else {
+                if errno != ENOENT {  // gone since it was listed: nothing to say
+                    tally.skipped.append(.init(label: label(path), reason: "cannot be inspected, skipped"))
                 }
-                if listing == nil, name.hasPrefix(".") { continue }
-                let path = relative.isEmpty ? name : relative + "/" + name
-                var info = stat()
-                guard fstatat(fd, name, &info, AT_SYMLINK_NOFOLLOW) == 0 else {
-                    if errno != ENOENT {  // gone since it was listed: nothing to say
-                        tally.skipped.append(.init(label: label(path), reason: "cannot be inspected, skipped"))
-                    }
-                    continue
-                }
-                switch info.st_mode & S_IFMT {
-                case S_IFDIR:
-                    if let listing {
-                        guard listing.directories.contains(path) else {
-                            // A file git lists that is a directory here: a submodule or a repository of its own.
-                            if listing.files.contains(path) {
-                                tally.skipped.append(
-                                    .init(
-                                        label: label(path),
-                                        reason: "a git submodule or nested repository, skipped (pass it as its "
-                                            + "own --context)"))
-                            }
-                            continue  // holds nothing git lists: never opened
+                return
+            }
+            switch info.st_mode & S_IFMT {
+            case S_IFDIR:
+                if let listing {
+                    guard listing.directories.contains(path) else {
+                        // A file git lists that is a directory here: a submodule or a repository of its own.
+                        if listing.files.contains(path) {
+                            tally.skipped.append(
+                                .init(
+                                    label: label(path),
+                                    reason: "a git submodule or nested repository, skipped (pass it as its own "
+                                        + "--context)"))
                         }
-                    } else if ContextPlanner.buildFolders.contains(name) {
-                        continue
+                        return  // holds nothing git lists: never opened
                     }
-                    guard depth < ContextPlanner.maxDepth else {
-                        tally.skipped.append(
-                            .init(
-                                label: label(path),
-                                reason: "nested more than \(ContextPlanner.maxDepth) directories deep, skipped"))
-                        continue
-                    }
-                    let child = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-                    guard child >= 0 else {
-                        let reason = errno == ELOOP || errno == ENOTDIR ? "symbolic link, skipped" : "unreadable, skipped"
-                        tally.skipped.append(.init(label: label(path), reason: reason))
-                        continue
-                    }
-                    defer { close(child) }
-                    try walk(child, relative: path, depth: depth + 1, into: &tally)
-                case S_IFREG:
-                    if let listing, !listing.files.contains(path) {
-                        tally.ignored += 1
-                        continue
-                    }
-                    try tally.add(
-                        ContextFile(label: label(path), size: Int(info.st_size), content: .below(directory, path: path)))
-                case S_IFLNK:
-                    // A link git does not list is ignored by the rules like any file; one it lists is named.
-                    if let listing, !listing.files.contains(path) { continue }
-                    tally.skipped.append(.init(label: label(path), reason: "symbolic link, skipped"))
-                default:
-                    // FIFOs, sockets, devices: git never lists them, so they are named either way.
-                    tally.skipped.append(.init(label: label(path), reason: "not a regular file, skipped"))
+                } else if ContextPlanner.buildFolders.contains(name) {
+                    return
                 }
+                guard depth < ContextPlanner.maxDepth else {
+                    tally.skipped.append(
+                        .init(
+                            label: label(path),
+                            reason: "nested more than \(ContextPlanner.maxDepth) directories deep, skipped"))
+                    return
+                }
+                let child = openat(fd, rawName, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                guard child >= 0 else {
+                    let reason = errno == ELOOP || errno == ENOTDIR ? "symbolic link, skipped" : "unreadable, skipped"
+                    tally.skipped.append(.init(label: label(path), reason: reason))
+                    return
+                }
+                defer { close(child) }
+                try walk(child, relative: path, depth: depth + 1, into: &tally)
+            case S_IFREG:
+                if let listing, !listing.files.contains(path) {
+                    tally.ignored += 1
+                    return
+                }
+                try tally.add(
+                    ContextFile(label: label(path), size: Int(info.st_size), content: .below(directory, path: path)))
+            case S_IFLNK:
+                // A link git does not list is ignored by the rules like any file; one it lists is named.
+                if let listing, !listing.files.contains(path) { return }
+                tally.skipped.append(.init(label: label(path), reason: "symbolic link, skipped"))
+            default:
+                // FIFOs, sockets, devices: git never lists them, so they are named either way.
+                tally.skipped.append(.init(label: label(path), reason: "not a regular file, skipped"))
             }
         }
 
@@ -390,24 +372,43 @@ public struct ContextPlanner: Sendable {
             path.isEmpty ? String(prefix.dropLast()) : prefix + path
         }
 
-        /// The entry names of the directory `fd` (without `.` and `..`), in byte order. Listed through a descriptor of
-        /// its own, so `fd`'s offset is untouched; `nil` when it cannot be listed.
-        private static func names(in fd: Int32) -> [[UInt8]]? {
+        /// Calls `body` with the entry names of the directory `fd` as C strings (without `.` and `..`), in byte order;
+        /// `nil` without calling it when the directory cannot be listed. Listed through a descriptor of its own
+        /// (closed before `body` runs, so a deep walk holds one descriptor per level), leaving `fd`'s offset alone.
+        /// One buffer, `qsort` and `strcmp` rather than `String`s: `String` order is not byte order, and this runs
+        /// once per file.
+        private static func withNames<Result>(
+            in fd: Int32, _ body: ([UnsafePointer<CChar>]) throws -> Result
+        ) rethrows -> Result? {
             let own = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
             guard own >= 0 else { return nil }
             guard let stream = fdopendir(own) else {
                 close(own)
                 return nil
             }
-            defer { closedir(stream) }
-            var names = [[UInt8]]()
+            var storage = [CChar]()
+            var offsets = [Int]()
             while let entry = readdir(stream) {
-                let name = withUnsafeBytes(of: &entry.pointee.d_name) { Array($0.prefix(while: { $0 != 0 })) }
-                if name == [0x2E] || name == [0x2E, 0x2E] { continue }
-                names.append(name)
+                withUnsafeBytes(of: &entry.pointee.d_name) { raw in
+                    let name = raw.baseAddress!.assumingMemoryBound(to: CChar.self)
+                    if strcmp(name, ".") == 0 || strcmp(name, "..") == 0 { return }
+                    offsets.append(storage.count)
+                    storage.append(contentsOf: UnsafeBufferPointer(start: name, count: strlen(name) + 1))
+                }
             }
-            names.sort { $0.lexicographicallyPrecedes($1) }
-            return names
+            closedir(stream)
+            return try storage.withUnsafeBufferPointer { buffer in
+                guard let base = buffer.baseAddress else { return try body([]) }
+                var names = offsets.map { base + $0 }
+                names.withUnsafeMutableBufferPointer { sorted in
+                    guard sorted.count > 1, let first = sorted.baseAddress else { return }
+                    qsort(first, sorted.count, MemoryLayout<UnsafePointer<CChar>>.stride) { left, right in
+                        strcmp(
+                            left!.load(as: UnsafePointer<CChar>.self), right!.load(as: UnsafePointer<CChar>.self))
+                    }
+                }
+                return try body(names)
+            }
         }
     }
 
@@ -430,19 +431,31 @@ public struct ContextPlanner: Sendable {
         /// Every directory that holds a listed path: the only directories the walk opens.
         var directories = Set<String>()
 
+        /// - Parameter output: what `git ls-files -z` printed: paths, each ended by a NUL.
         init(output: [UInt8]) {
-            for entry in output.split(separator: 0) {
-                // A name that is not UTF-8 is skipped by the walk anyway.
-                guard var path = String(validating: entry, as: UTF8.self) else { continue }
-                if path.hasSuffix("/") { path.removeLast() }
-                guard !path.isEmpty else { continue }
-                files.insert(path)
-                var parent = Substring(path)
-                while let slash = parent.lastIndex(of: "/") {
-                    parent = parent[..<slash]
-                    // Its ancestors are in already when it is.
-                    if !directories.insert(String(parent)).inserted { break }
+            output.withUnsafeBufferPointer { buffer in
+                guard let base = buffer.baseAddress, buffer.last == 0 else { return }
+                var start = 0
+                while start < buffer.count {
+                    let entry = UnsafeRawPointer(base + start).assumingMemoryBound(to: CChar.self)
+                    let length = strlen(entry)
+                    defer { start += length + 1 }
+                    // A name that is not UTF-8 is skipped by the walk anyway.
+                    guard length > 0, var path = String(validatingCString: entry) else { continue }
+                    if path.hasSuffix("/") { path.removeLast() }
+                    add(path)
                 }
+            }
+        }
+
+        private mutating func add(_ path: String) {
+            guard !path.isEmpty else { return }
+            files.insert(path)
+            var parent = Substring(path)
+            while let slash = parent.lastIndex(of: "/") {
+                parent = parent[..<slash]
+                // Its ancestors are in already when it is.
+                if !directories.insert(String(parent)).inserted { break }
             }
         }
     }
@@ -665,17 +678,7 @@ public struct ContextPlanner: Sendable {
         return ContextLoadError(
             "the context is more than --max-context (\(Self.describeBytes(maxBytes))): "
                 + "\(Self.describeBytes(bytes)) in \(count) so far\(culprit); pass a larger --max-context "
-                + "(e.g. --max-context \(flagValue(atLeast: bytes))) or fewer files", isTooLarge: true)
-    }
-
-    /// A `--max-context` value of at least `bytes`, rounded up to a whole number of the largest unit that fits
-    /// (`1.2 GiB` → `2G`).
-    static func flagValue(atLeast bytes: Int) -> String {
-        for (shift, suffix) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] where bytes >= 1 << shift {
-            let unit = 1 << shift
-            return "\(bytes / unit + (bytes % unit == 0 ? 0 : 1))\(suffix)"
-        }
-        return "\(max(1, bytes))"
+                + "(e.g. --max-context \(ByteSize.suggest(bytes))) or fewer files", isTooLarge: true)
     }
 
     /// Files planned so far, what was left out, and the running total checked against the limit.

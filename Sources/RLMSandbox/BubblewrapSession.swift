@@ -1,3 +1,4 @@
+import CRLMSystem
 import Foundation
 import Glibc
 import Logging
@@ -99,7 +100,8 @@ actor BubblewrapSession: SandboxSession {
     private func handshake() async throws {
         let init_ = HostMessage.Initialize(
             id: "h0", outputLimit: configuration.outputLimit, maxFrame: configuration.maxFrameBytes,
-            maxBatch: WorkerMessage.maxBatchPrompts, workDir: LaunchPlan.workDir, landlock: configuration.landlock)
+            maxBatch: WorkerMessage.maxBatchPrompts, workDir: LaunchPlan.workDir, landlock: configuration.landlock,
+            maxChildContext: configuration.memoryLimitBytes)
         do {
             let reply = try await exchange(
                 id: "h0",
@@ -429,10 +431,27 @@ actor BubblewrapSession: SandboxSession {
                             throw await violation("a reply to '\(id)' arrived before the request was read")
                         }
                         return Exchange(message: message, interrupted: interrupted)
-                    case .subcall(let subcallID, let request):
+                    case .subcall(let subcallID, var request, let stream):
                         guard allowSubcalls else { throw await violation("a sub-call outside a running cell") }
                         guard subcallIDs.insert(subcallID) else {
                             throw await violation("sub-call id '\(subcallID)' was used before")
+                        }
+                        if let stream, case .rlmQuery(let prompt, _, let model) = request {
+                            // The bytes follow on the data pipe out, in frame order: spool them now, before the next
+                            // frame, into a private file the child's sandbox reads in turn.
+                            let spooled = try await spool(stream)
+                            request = .rlmQuery(
+                                prompt: prompt,
+                                context: .streamed(
+                                    StreamedContext(
+                                        source: ContextSource(
+                                            shape: stream.kind,
+                                            files: [
+                                                ContextFile(
+                                                    label: "<rlm_query context>", size: stream.bytes,
+                                                    content: .open(spooled))
+                                            ], encoding: ContextEncoding(name: "utf-8", errors: .replace)))),
+                                model: model)
                         }
                         // Honest code cannot have more sub-calls waiting than it has threads (the pids limit);
                         // forged frames could start host tasks without end. Past that many, stop reading the channel
@@ -458,6 +477,27 @@ actor BubblewrapSession: SandboxSession {
             }
         } onCancel: {
             process.kill()
+        }
+    }
+
+    /// Copies an announced child context from the data pipe out into a private spool file. The worker says how many
+    /// bytes follow (at most the limit it was given); the chunk records must add up to exactly that.
+    private func spool(_ stream: ChildStream) async throws -> ContextDescriptor {
+        guard stream.bytes <= configuration.memoryLimitBytes else {
+            throw await violation("an rlm_query context of \(stream.bytes) bytes is over the announced limit")
+        }
+        let file: ContextDescriptor
+        do {
+            file = try ContextDescriptor.spool()
+        } catch {
+            throw SandboxError.setup("\(error)")
+        }
+        let pipe = process.dataOutFD
+        let status = await offPool { crlm_spool_records(pipe, file.fd, UInt64(stream.bytes)) }
+        switch status {
+        case 0: return file
+        case -2: throw await violation("the rlm_query context's records do not add up to the announced size")
+        default: throw ExchangeOutcome.died
         }
     }
 

@@ -16,6 +16,8 @@ final class ChildProcess: Sendable {
     let stderrFD: Int32
     /// Host end of the data pipe on the child's fd 3 (write), or -1: context bytes stream here, outside the frames.
     let dataFD: Int32
+    /// Host end of the data pipe on the child's fd 4 (read), or -1: a child context streams out here.
+    let dataOutFD: Int32
 
     private struct State {
         var exitStatus: Int32?
@@ -24,12 +26,13 @@ final class ChildProcess: Sendable {
     }
     private let state = Mutex(State())
 
-    private init(pid: pid_t, stdinFD: Int32, stdoutFD: Int32, stderrFD: Int32, dataFD: Int32) {
+    private init(pid: pid_t, stdinFD: Int32, stdoutFD: Int32, stderrFD: Int32, dataFD: Int32, dataOutFD: Int32) {
         self.pid = pid
         self.stdinFD = stdinFD
         self.stdoutFD = stdoutFD
         self.stderrFD = stderrFD
         self.dataFD = dataFD
+        self.dataOutFD = dataOutFD
     }
 
     /// Starts `path` with `arguments` (argv[0] included) and an explicit environment.
@@ -37,7 +40,8 @@ final class ChildProcess: Sendable {
     /// Every descriptor the host creates is close-on-exec, so only the three pipes (and the data pipe, when asked
     /// for) reach the child; the launcher also closes everything above 2 (above 3 with `--data-fd`) before it execs
     /// the sandbox.
-    /// - Parameter dataPipe: also give the child a pipe on fd 3 to read from (``dataFD`` is the host's end).
+    /// - Parameter dataPipe: also give the child a pipe on fd 3 to read from (``dataFD`` is the host's end) and one on
+    ///   fd 4 to write to (``dataOutFD``).
     static func spawn(path: String, arguments: [String], environment: [String], dataPipe: Bool = false) throws
         -> ChildProcess
     {
@@ -64,13 +68,19 @@ final class ChildProcess: Sendable {
             throw SandboxError.setup("pipe2 failed: \(errnoText())")
         }
         var data: [Int32] = [-1, -1]
+        var dataOut: [Int32] = [-1, -1]
         if dataPipe {
             guard crlm_pipe_cloexec(&data) == 0 else {
                 closeAll(stdinPipe + stdoutPipe + stderrPipe)
                 throw SandboxError.setup("pipe2 failed: \(errnoText())")
             }
+            guard crlm_pipe_cloexec(&dataOut) == 0 else {
+                closeAll(stdinPipe + stdoutPipe + stderrPipe + data)
+                throw SandboxError.setup("pipe2 failed: \(errnoText())")
+            }
             // A larger pipe moves bulk context data in fewer wake-ups (1 MiB is the unprivileged maximum by default).
             _ = fcntl(data[1], 1031 /* F_SETPIPE_SZ */, 1 << 20)
+            _ = fcntl(dataOut[0], 1031 /* F_SETPIPE_SZ */, 1 << 20)
         }
 
         var actions = posix_spawn_file_actions_t()
@@ -79,7 +89,10 @@ final class ChildProcess: Sendable {
         posix_spawn_file_actions_adddup2(&actions, stdinPipe[0], 0)
         posix_spawn_file_actions_adddup2(&actions, stdoutPipe[1], 1)
         posix_spawn_file_actions_adddup2(&actions, stderrPipe[1], 2)
-        if dataPipe { posix_spawn_file_actions_adddup2(&actions, data[0], 3) }
+        if dataPipe {
+            posix_spawn_file_actions_adddup2(&actions, data[0], 3)
+            posix_spawn_file_actions_adddup2(&actions, dataOut[1], 4)
+        }
 
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
@@ -100,14 +113,15 @@ final class ChildProcess: Sendable {
         }
         var pid: pid_t = 0
         let rc = posix_spawn(&pid, path, &actions, &attributes, argv, envp)
-        closeAll([stdinPipe[0], stdoutPipe[1], stderrPipe[1], data[0]])
+        closeAll([stdinPipe[0], stdoutPipe[1], stderrPipe[1], data[0], dataOut[1]])
         guard rc == 0 else {
-            closeAll([stdinPipe[1], stdoutPipe[0], stderrPipe[0], data[1]])
+            closeAll([stdinPipe[1], stdoutPipe[0], stderrPipe[0], data[1], dataOut[0]])
             throw SandboxError.setup("cannot start \(path): \(String(cString: strerror(rc)))")
         }
         _ = fcntl(stderrPipe[0], F_SETFL, fcntl(stderrPipe[0], F_GETFL) | O_NONBLOCK)
         return ChildProcess(
-            pid: pid, stdinFD: stdinPipe[1], stdoutFD: stdoutPipe[0], stderrFD: stderrPipe[0], dataFD: data[1])
+            pid: pid, stdinFD: stdinPipe[1], stdoutFD: stdoutPipe[0], stderrFD: stderrPipe[0], dataFD: data[1],
+            dataOutFD: dataOut[0])
     }
 
     /// Sends SIGKILL unless the process was already reaped (so a recycled pid is never hit).
@@ -166,6 +180,7 @@ final class ChildProcess: Sendable {
     func closeStderr() {
         _ = close(stderrFD)
         if dataFD >= 0 { _ = close(dataFD) }
+        if dataOutFD >= 0 { _ = close(dataOutFD) }
     }
 
     private static func closeAll(_ fds: [Int32]) {

@@ -13,6 +13,8 @@ enum HostMessage {
         let maxBatch: Int
         let workDir: String
         let landlock: Bool
+        /// The most bytes an `rlm_query` context may stream out (the worker raises `ValueError` beyond it).
+        let maxChildContext: Int
 
         enum CodingKeys: String, CodingKey {
             case type, id, landlock
@@ -20,6 +22,7 @@ enum HostMessage {
             case maxFrame = "max_frame"
             case maxBatch = "max_batch"
             case workDir = "work_dir"
+            case maxChildContext = "max_child_context"
         }
     }
 
@@ -100,7 +103,8 @@ struct WorkerCellResult: Sendable {
 enum WorkerMessage: Sendable {
     case ready(id: String, pid: Int, python: String, landlock: String)
     case result(id: String, WorkerCellResult)
-    case subcall(id: String, SubcallRequest)
+    /// A sub-call; `stream` when an `rlm_query` context follows on the data pipe out (fd 4).
+    case subcall(id: String, SubcallRequest, stream: ChildStream?)
     case loaded(id: String, ContextLoadReply)
     case variable(id: String, VariableValue?)
     case fatal(message: String)
@@ -151,6 +155,7 @@ enum WorkerMessage: Sendable {
             case call, prompt, prompts, model, context, found, value
             case typeName = "type_name"
             case message, summary
+            case contextStream = "context_stream"
         }
 
         enum ErrorKeys: String, CodingKey {
@@ -207,13 +212,15 @@ enum WorkerMessage: Sendable {
                     }
                     request = .llmQueryBatched(prompts: prompts, model: model)
                 case "rlm_query":
-                    request = .rlmQuery(
-                        prompt: try c.decode(String.self, forKey: .prompt),
-                        context: try c.decodeIfPresent(JSONValue.self, forKey: .context), model: model)
+                    request = .rlmQuery(prompt: try c.decode(String.self, forKey: .prompt), context: nil, model: model)
+                    if let announced = try c.decodeIfPresent(ChildStream.self, forKey: .contextStream) {
+                        message = .subcall(id: try id(), request, stream: announced)
+                        return
+                    }
                 default:
                     throw ParseFailure(reason: "unknown sub-call '\(call.prefix(40))'")
                 }
-                message = .subcall(id: try id(), request)
+                message = .subcall(id: try id(), request, stream: nil)
             case "loaded":
                 if let error = try c.decodeIfPresent(String.self, forKey: .error) {
                     message = .loaded(id: try id(), .failed(error))
@@ -291,5 +298,24 @@ private struct WireSummary: Decodable {
             itemHeads: try c.decode([String].self, forKey: .itemHeads).prefix(8).map(cut),
             keys: try c.decode([String].self, forKey: .keys).prefix(12).map { String($0.prefix(200)) },
             skipped: try notices(.skipped), decodedAs: try notices(.decodedAs))
+    }
+}
+
+/// An `rlm_query` context announced in the sub-call frame, whose bytes follow on the data pipe out.
+struct ChildStream: Decodable, Sendable {
+    /// `str` (UTF-8 text) or `json`.
+    let kind: ContextSource.Shape
+    /// The bytes that follow, as chunk records.
+    let bytes: Int
+
+    init(from decoder: any Decoder) throws {
+        enum Keys: String, CodingKey { case kind, bytes }
+        let c = try decoder.container(keyedBy: Keys.self)
+        guard let kind = ContextSource.Shape(rawValue: try c.decode(String.self, forKey: .kind)), kind != .documents
+        else { throw WorkerMessage.ParseFailure(reason: "context_stream: kind must be \"str\" or \"json\"") }
+        let bytes = try c.decode(Int.self, forKey: .bytes)
+        guard bytes >= 0 else { throw WorkerMessage.ParseFailure(reason: "context_stream: negative bytes") }
+        self.kind = kind
+        self.bytes = bytes
     }
 }

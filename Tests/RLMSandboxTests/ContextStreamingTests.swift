@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import RLM
+import Synchronization
 import Testing
 
 @testable import RLMSandbox
@@ -263,6 +264,34 @@ extension SandboxTests {
                     #expect(error.description.contains("--memory"), "\(error)")
                 }
             }
+        }
+
+        /// An `rlm_query` context larger than any frame streams out on the data pipe and reaches the host as a
+        /// spooled file of exactly its bytes (never inside a frame); a dict goes as JSON.
+        @Test func aChildContextStreamsOutAsASpooledFile() async throws {
+            let seen = Mutex<[(kind: ContextSource.Shape, size: Int, head: String)]>([])
+            let handler = ClosureSubcallHandler { request in
+                guard case .rlmQuery(_, .streamed(let streamed), _) = request else { return .text("no context") }
+                let text = spooledText(.streamed(streamed)) ?? ""
+                seen.withLock {
+                    $0.append((streamed.source.shape, streamed.source.totalBytes, String(text.prefix(20))))
+                }
+                return .text("got \(text.utf8.count)")
+            }
+            var configuration = testConfiguration(timeout: .seconds(60), memoryMB: 1024)
+            configuration.maxFrameBytes = 1 << 20
+            try await withTestSession(configuration, handler: handler) { (session: any SandboxSession) async throws in
+                let big = try await session.run("print(rlm_query('q', context='é' + 'x' * (3 << 20)))")
+                #expect(big.stdout == "got \((3 << 20) + 2)\n", "\(big)")
+                let dict = try await session.run("print(rlm_query('q', context={'a': [1, 2]}))")
+                #expect(dict.stdout == "got 11\n", "\(dict)")
+                let after = try await session.run("print(rlm_query('no context'))")
+                #expect(after.stdout == "no context\n", "the channel is still in step: \(after)")
+            }
+            let calls = seen.withLock { $0 }
+            #expect(calls.map(\.kind) == [.text, .json])
+            #expect(calls.first?.size == (3 << 20) + 2)
+            #expect(calls.last?.head == #"{"a":[1,2]}"#)
         }
     }
 }

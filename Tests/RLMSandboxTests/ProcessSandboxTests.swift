@@ -156,7 +156,7 @@ extension SandboxTests {
                     return .batch(prompts.map { $0.uppercased() })
                 case .rlmQuery(let prompt, let context, let model):
                     return .text(
-                        "child saw \(prompt) with \(context?.stringValue ?? "nothing") via \(model ?? "root")")
+                        "child saw \(prompt) with \(spooledText(context) ?? "nothing") via \(model ?? "root")")
                 }
             }
             try await withTestSession(handler: handler) { (session: any SandboxSession) async throws in

@@ -134,3 +134,14 @@ final class Shared<Value: Sendable>: Sendable {
 /// Every sandbox test runs one at a time: each checks afterwards that no sandbox process is left alive, which only
 /// means something when no other sandbox is running.
 @Suite(.serialized) enum SandboxTests {}
+
+/// The text of an `rlm_query` context as the host received it (a spooled file), or `nil` for none.
+func spooledText(_ context: ChildContext?) -> String? {
+    guard case .streamed(let streamed) = context, let file = streamed.source.files.first,
+        let fd = try? file.openForReading()
+    else { return nil }
+    defer { close(fd) }
+    var data = Data(count: file.size)
+    let count = data.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
+    return String(decoding: data.prefix(max(0, count)), as: UTF8.self)
+}

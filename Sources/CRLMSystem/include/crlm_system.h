@@ -23,6 +23,11 @@ int crlm_open_beneath(int dirfd, const char *path);
 /// errno set when writing failed (EPIPE: the reader went away; the stream is broken).
 int crlm_stream_file(int in_fd, int64_t offset, uint64_t max_bytes, int out_fd, const int relay[2], uint64_t *sent);
 
+/// Copies chunk records (a 4-byte big-endian length, then that many bytes; a zero length ends them) from the pipe
+/// `in_pipe` into `out_fd`, with splice(2) where it works. The lengths must add up to exactly `expected`. Returns 0;
+/// -2 when they do not (the stream is not drained); -1 when the input ended or failed, or writing failed.
+int crlm_spool_records(int in_pipe, int out_fd, uint64_t expected);
+
 /// Writes all of `buffer` to `fd`, retrying short writes and EINTR. Returns 0, or -1 with errno set.
 int crlm_write_all(int fd, const void *buffer, uint64_t count);
 

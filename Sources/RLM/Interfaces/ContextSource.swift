@@ -174,6 +174,35 @@ public final class ContextDescriptor: Sendable {
     }
 
     deinit { close(fd) }
+
+    /// A new unlinked read-write file, mode 0600, in SwiftRLM's private cache directory (else in `TMPDIR`), for
+    /// bytes that can be read only once (standard input, a child's context): `O_TMPFILE` where the file system has it,
+    /// otherwise `mkstemp` and `unlink`.
+    /// - Parameter environment: where the cache directory and `TMPDIR` are found.
+    public static func spool(environment: [String: String] = ProcessInfo.processInfo.environment) throws
+        -> ContextDescriptor
+    {
+        var directories = [String]()
+        let cache = SwiftRLMPaths.cacheDirectory(environment: environment)
+        if (try? SwiftRLMPaths.createDirectory(cache, privateToOwner: true)) != nil { directories.append(cache.path) }
+        directories.append(environment["TMPDIR"].flatMap { $0.hasPrefix("/") ? $0 : nil } ?? "/tmp")
+        // O_TMPFILE is `__O_TMPFILE | O_DIRECTORY`, a macro Swift does not import; __O_TMPFILE is the same on every
+        // architecture Swift runs on.
+        let temporaryFile: Int32 = 0o20_000_000 | O_DIRECTORY
+        for directory in directories {
+            let fd = open(directory, temporaryFile | O_RDWR | O_CLOEXEC, 0o600)
+            if fd >= 0 { return ContextDescriptor(fd: fd) }
+            var template = Array("\(directory)/rlm-spool-XXXXXX".utf8CString)
+            let named = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+            if named >= 0 {
+                _ = fcntl(named, F_SETFD, FD_CLOEXEC)
+                template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
+                return ContextDescriptor(fd: named)
+            }
+        }
+        throw ContextLoadError(
+            "no private file could be made to spool the context in \(directories.joined(separator: " or "))")
+    }
 }
 
 /// A context that could not be loaded, said so a user can act on it (which file, which flag).

@@ -27,7 +27,30 @@ public enum SubcallRequest: Sendable, Hashable {
     case llmQueryBatched(prompts: [String], model: String?)
     /// `rlm_query(prompt, context=None, model=None)`: a child RLM one level deeper, driven by `model` (a declared
     /// model name) or the root model.
-    case rlmQuery(prompt: String, context: JSONValue?, model: String?)
+    case rlmQuery(prompt: String, context: ChildContext?, model: String?)
+}
+
+/// The context an `rlm_query` hands its child.
+public enum ChildContext: Sendable, Hashable {
+    /// A value (from a sandbox that holds values, or a test).
+    case value(JSONValue)
+    /// Bytes the parent sandbox streamed out, spooled to a private file the child's sandbox reads in turn: never
+    /// held by the host as one string.
+    case streamed(StreamedContext)
+}
+
+/// A child's context as a ``ContextSource`` over a spooled file (compared by identity).
+public final class StreamedContext: Sendable, Hashable {
+    /// The source the child's sandbox loads.
+    public let source: ContextSource
+
+    /// - Parameter source: the spooled file, its shape and encoding.
+    public init(source: ContextSource) {
+        self.source = source
+    }
+
+    public static func == (lhs: StreamedContext, rhs: StreamedContext) -> Bool { lhs === rhs }
+    public func hash(into hasher: inout Hasher) { hasher.combine(ObjectIdentifier(self)) }
 }
 
 /// The host's answer to a ``SubcallRequest``.

@@ -66,6 +66,9 @@ _SUB_IDS = itertools.count(1)
 _NS = {}               # the REPL namespace
 _CTX_BOUND = {}        # context name -> the object bound, to undo a cell shrinking or deleting it
 _DATA_FD = [-1]        # the context data pipe (fd 3 at start, moved to a close-on-exec fd), or -1
+_DATA_OUT = [-1]       # the data pipe out, for rlm_query contexts (fd 4 at start), or -1
+_DATA_OUT_LOCK = _thread.allocate_lock()
+_MAX_CHILD = [0]       # the most bytes an rlm_query context may have (from init)
 _SOURCES = {}          # cell filename -> source, for tracebacks
 _WORK_DIR = ['.']
 _LC_SYNCED = [False]
@@ -206,9 +209,31 @@ def _write_all(data):
         mv = mv[n:]
 
 
-def _send_bytes(payload, for_subcall=False):
+def _write_records(data):
+    mv = memoryview(data)
+    step = 1 << 20
+    for i in range(0, len(mv), step):
+        part = mv[i:i + step]
+        _write_fd(_DATA_OUT[0], len(part).to_bytes(4, 'big'))
+        _write_fd(_DATA_OUT[0], part)
+    _write_fd(_DATA_OUT[0], b'\0\0\0\0')
+
+
+def _write_fd(fd, data):
+    mv = memoryview(data)
+    while mv:
+        try:
+            n = os.write(fd, mv)
+        except BrokenPipeError:
+            _exit(0)  # the host is gone
+        mv = mv[n:]
+
+
+def _send_bytes(payload, for_subcall=False, then=None):
     """Writes one frame. Frames never interleave (lock); an interrupt on the main thread is held back until the frame
-    is complete so that the channel never carries half a frame. Returns False when `for_subcall` and no cell is open."""
+    is complete so that the channel never carries half a frame. `then`: bytes that follow on the data pipe out as
+    chunk records, written whole under the same hold (the caller holds _DATA_OUT_LOCK, so streams keep frame order).
+    Returns False when `for_subcall` and no cell is open."""
     main = _thread.get_ident() == _MAIN_TID
     if main:
         _DEFER[0] += 1
@@ -217,7 +242,9 @@ def _send_bytes(payload, for_subcall=False):
             if for_subcall and not _CELL_OPEN[0]:
                 return False
             _write_all(len(payload).to_bytes(4, 'big') + payload)
-            return True
+        if then is not None:
+            _write_records(then)
+        return True
     finally:
         if main:
             _DEFER[0] -= 1
@@ -454,9 +481,16 @@ def _on_sigint(signum, frame):
 
 # ------------------------------------------------------------------------------------------------------ sub-calls
 
-def _subcall(what, fields):
+def _subcall(what, fields, stream=None):
     if _getpid() != _MAIN_PID:
         raise RuntimeError(f'{what} is not available in a forked child process')
+    if stream is not None:
+        with _DATA_OUT_LOCK:
+            return _subcall_sent(what, fields, stream)
+    return _subcall_sent(what, fields, None)
+
+
+def _subcall_sent(what, fields, stream):
     sid = f'w{next(_SUB_IDS)}'
     msg = {'type': 'subcall', 'id': sid, 'call': what}
     msg.update(fields)
@@ -468,7 +502,7 @@ def _subcall(what, fields):
     slot[0].acquire()
     _PENDING[sid] = slot
     try:
-        if not _send_bytes(payload, for_subcall=True):
+        if not _send_bytes(payload, for_subcall=True, then=stream):
             del _PENDING[sid]
             raise RuntimeError(f'{what} can only be called while a cell is running (not from a thread that '
                                f'outlives its cell)')
@@ -519,13 +553,25 @@ def rlm_query(prompt, context=None, model=None):
     if not isinstance(prompt, str):
         raise TypeError(f'rlm_query: prompt must be a str, not {type(prompt).__name__}')
     _check_model('rlm_query', model)
-    if context is not None:
+    if context is None:
+        return _subcall('rlm_query', {'prompt': str(prompt), 'model': model})
+    # The child's context streams out on the data pipe (not in the frame), and from the host straight into the
+    # child's sandbox: a str as UTF-8 text, anything else as JSON.
+    if isinstance(context, str):
+        kind, data = 'str', context.encode('utf-8', 'replace')
+    else:
         try:
-            _checked_dumps(context)
+            kind, data = 'json', _checked_dumps(context).encode('utf-8', 'replace')
         except (TypeError, ValueError, RecursionError) as e:
-            raise TypeError(f'rlm_query: context must be JSON-serializable (str, list, dict, numbers, bool, None): '
-                            f'{e}') from None
-    return _subcall('rlm_query', {'prompt': str(prompt), 'model': model, 'context': context})
+            raise TypeError(f'rlm_query: context must be a str or JSON-serializable (list, dict, numbers, bool, '
+                            f'None): {e}') from None
+    if len(data) > _MAX_CHILD[0]:
+        raise ValueError(f'rlm_query: the context is {len(data):,} bytes, more than the {_MAX_CHILD[0]:,} a child '
+                         f'context may have here; pass a smaller piece')
+    if _DATA_OUT[0] < 0:
+        raise RuntimeError('rlm_query: this sandbox cannot hand a context to a child')
+    return _subcall('rlm_query', {'prompt': str(prompt), 'model': model,
+                                  'context_stream': {'kind': kind, 'bytes': len(data)}}, data)
 
 
 # -------------------------------------------------------------------------------------------------- final answers
@@ -1331,12 +1377,13 @@ def _setup_channel():
     global _CHAN_IN, _CHAN_OUT, _DIAG, _NULL
     _CHAN_IN = os.dup(0)    # os.dup: close-on-exec
     _CHAN_OUT = os.dup(1)
-    try:
-        if os.fstat(3).st_mode & 0o170000 == 0o010000:  # a FIFO: the host's context data pipe
-            _DATA_FD[0] = os.dup(3)
-            os.close(3)
-    except OSError:
-        pass
+    for fd, slot in ((3, _DATA_FD), (4, _DATA_OUT)):
+        try:
+            if os.fstat(fd).st_mode & 0o170000 == 0o010000:  # a FIFO: one of the host's context data pipes
+                slot[0] = os.dup(fd)
+                os.close(fd)
+        except OSError:
+            pass
     try:
         _DIAG = os.dup(2)
     except OSError:
@@ -1385,6 +1432,10 @@ def _read_init(reader):
         raise _ProtocolError('init: work_dir (str) is required')
     if type(ll) is not bool:
         raise _ProtocolError('init: landlock (bool) is required')
+    mc = m.get('max_child_context', 0)
+    if type(mc) is not int or mc < 0:
+        raise _ProtocolError('init: max_child_context must be a non-negative int')
+    _MAX_CHILD[0] = mc
     _OUTPUT_LIMIT[0] = ol
     _MAX_FRAME[0] = mf
     _MAX_BATCH[0] = mb
