@@ -573,6 +573,9 @@ public struct ContextPlanner: Sendable {
             posix_spawn_file_actions_adddup2(&actions, output[1], 1)
             posix_spawn_file_actions_adddup2(&actions, errors[1], 2)
             if byDescriptor { posix_spawn_file_actions_adddup2(&actions, directoryCopy, 3) }
+            // Nothing else of ours reaches git, even a descriptor some other code left without close-on-exec (a pipe
+            // git held open would delay its reader's end of file).
+            if let closeFrom = Self.addCloseFrom { _ = closeFrom(&actions, byDescriptor ? 4 : 3) }
 
             var attributes = posix_spawnattr_t()
             posix_spawnattr_init(&attributes)
@@ -656,6 +659,16 @@ public struct ContextPlanner: Sendable {
             }
             waitStatus = status
         }
+
+        /// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34 and later), which Swift does not import; `nil`
+        /// where the C library has none.
+        private static let addCloseFrom:
+            (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32)? = {
+                guard let symbol = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np") else { return nil }
+                return unsafeBitCast(
+                    symbol,
+                    to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self)
+            }()
 
         func describeStatus() -> String {
             let signal = waitStatus & 0x7F
