@@ -69,7 +69,7 @@ struct ContextBench: AsyncParsableCommand {
             }
             progress.say("fixed costs: a one-line context, and python3 -c pass")
             var fixed: [RLMFigures] = []
-            var idle: [ChildUsage] = []
+            var idle: [PythonFigures] = []
             for _ in 0..<repetitions {
                 fixed.append(try await runner.rlm(oneLine))
                 idle.append(try await runner.pythonIdle())
@@ -605,10 +605,11 @@ enum Child {
 
     /// Waits for `pid`, reading its `VmHWM` from /proc every 5 ms while it runs (blocking the calling thread).
     ///
-    /// wait4's `ru_maxrss` for a child is the largest of its own peak and those of every descendant it reaped, and
-    /// rlm reaps its sandboxes: it reports the sandbox, not rlm. `VmHWM` is the kernel's high-water mark of this one
-    /// process's resident set and only grows, so the last value read before the process exits is its peak, short of
-    /// whatever it gained in its last 5 ms (while it shuts down).
+    /// wait4's `ru_maxrss` cannot give rlm's peak: it is the largest of the child's own peak, the peaks of the
+    /// descendants it reaped (rlm reaps its sandbox), and the resident set of the memory the child had before exec —
+    /// a posix_spawn'ed child runs on this process's memory until it execs, so that is this process's. `VmHWM` is the
+    /// high-water mark of the one process's own memory since exec, and only grows, so the last value read before the
+    /// process exits is its peak, short of whatever it gained in its last 5 ms (while it shuts down).
     static func waitSampling(_ pid: pid_t) -> ChildUsage {
         var status: Int32 = 0
         var usage = rusage()
@@ -630,9 +631,13 @@ enum Child {
         var buffer = [UInt8](repeating: 0, count: 4096)
         let count = read(fd, &buffer, buffer.count)
         guard count > 0 else { return nil }
-        let text = String(decoding: buffer[..<count], as: UTF8.self)
+        return highWaterMark(inStatus: String(decoding: buffer[..<count], as: UTF8.self))
+    }
+
+    /// The `VmHWM` line's figure in the text of a /proc/PID/status file, in KiB.
+    static func highWaterMark(inStatus text: String) -> Int? {
         guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }) else { return nil }
-        return line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.flatMap { Int($0) }
+        return line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().first.flatMap { Int($0) }
     }
 }
 
@@ -642,7 +647,8 @@ struct ChildUsage: Sendable {
     var status: Int32
     /// When wait4 returned.
     var exited: ContinuousClock.Instant
-    /// wait4's `ru_maxrss`, in KiB: the child's own peak or a reaped descendant's, whichever is larger.
+    /// wait4's `ru_maxrss`, in KiB: the largest of the child's own peak, a reaped descendant's, and this process's
+    /// resident set when it spawned the child (see ``Child/waitSampling(_:)``).
     var maxRSSKiB: Int
     /// The highest `VmHWM` read from /proc while the child ran, in KiB (0 when not sampled).
     var sampledHWMKiB: Int
@@ -653,8 +659,12 @@ struct ChildUsage: Sendable {
 
 /// One plain-Python run.
 struct PythonFigures: Sendable {
+    /// Spawning Python → it exited.
     var seconds: Double
+    /// Python's `VmHWM`, which it prints as it ends.
     var peakKiB: Int
+    /// wait4's `ru_maxrss`, which counts this process's memory too (see ``Child/waitSampling(_:)``).
+    var waitMaxRSSKiB: Int
 }
 
 /// One rlm run.
@@ -665,7 +675,7 @@ struct RLMFigures: Sendable {
     var totalSeconds: Double
     /// rlm's own peak RSS (sampled `VmHWM`).
     var peakKiB: Int
-    /// wait4's `ru_maxrss` for rlm, which includes the sandbox it reaped.
+    /// wait4's `ru_maxrss` for rlm, which counts the sandbox it reaped and this process's memory too.
     var waitMaxRSSKiB: Int
     /// What the cell printed.
     var cell: CellFigures
@@ -793,16 +803,15 @@ struct BenchRunner {
         case .tree:
             code = ContextRow.pythonTreeCode
         }
-        let usage = try await runPython(["-c", code, context.path])
-        return PythonFigures(seconds: usage.seconds, peakKiB: usage.usage.maxRSSKiB)
+        return try await runPython(["-c", code + ContextRow.pythonPeakCode, context.path])
     }
 
-    /// `python3 -c pass`: the interpreter's own footprint.
-    func pythonIdle() async throws -> ChildUsage {
-        try await runPython(["-c", "pass"]).usage
+    /// Python doing nothing: the interpreter's own footprint.
+    func pythonIdle() async throws -> PythonFigures {
+        try await runPython(["-c", ContextRow.pythonPeakCode])
     }
 
-    private func runPython(_ arguments: [String]) async throws -> (seconds: Double, usage: ChildUsage) {
+    private func runPython(_ arguments: [String]) async throws -> PythonFigures {
         let started = ContinuousClock.now
         let pid = try Child.spawn(
             python, arguments, environment: environment.map { "\($0.key)=\($0.value)" },
@@ -812,7 +821,12 @@ struct BenchRunner {
             let errors = (try? String(contentsOfFile: scratch + "/python.err", encoding: .utf8)) ?? ""
             throw ValidationError("\(python) \(arguments.prefix(2).joined(separator: " ")) failed:\n\(errors)")
         }
-        return ((usage.exited - started).seconds, usage)
+        let output = (try? String(contentsOfFile: scratch + "/python.out", encoding: .utf8)) ?? ""
+        guard let peak = Child.highWaterMark(inStatus: output) else {
+            throw ValidationError("\(python) did not print its VmHWM:\n\(output.prefix(2000))")
+        }
+        return PythonFigures(
+            seconds: (usage.exited - started).seconds, peakKiB: peak, waitMaxRSSKiB: usage.maxRSSKiB)
     }
 }
 
@@ -849,6 +863,9 @@ struct ContextRow {
     var rlm: [RLMFigures] = []
 
     static let pythonFileCode = "import sys; open(sys.argv[1]).read()"
+    /// Appended to both: Python prints its own peak as it ends (the way the sandbox's cell does), because wait4's
+    /// `ru_maxrss` would also count the benchmark's memory (see ``Child/waitSampling(_:)``).
+    static let pythonPeakCode = "\nprint(open('/proc/self/status').read())"
     static let pythonTreeCode = """
         import os, sys
         docs = []
@@ -864,7 +881,7 @@ struct ContextRow {
 struct Report {
     var rows: [ContextRow]
     var fixed: [RLMFigures]
-    var idle: [ChildUsage]
+    var idle: [PythonFigures]
     var repetitions: Int
 
     func markdown(command: [String]) -> String {
@@ -891,16 +908,20 @@ struct Report {
                 format("python %.3f s", python.seconds) + format(" / rlm ready %.3f s", rlm.readySeconds)
                     + format(" (exit %.3f s)", rlm.totalSeconds)
             }
-            let reaped = row.rlm.map { ContextBench.mebibytes($0.waitMaxRSSKiB * 1024) }
+            let rlmWait = row.rlm.map { ContextBench.mebibytes($0.waitMaxRSSKiB * 1024) }
+            let pythonWait = row.python.map { ContextBench.mebibytes($0.waitMaxRSSKiB * 1024) }
             lines.append(
-                "- \(row.context.label): \(runs.joined(separator: "; ")); rlm's wait4 ru_maxrss "
-                    + "\(reaped.joined(separator: ", ")) (its own peak or a reaped sandbox's)")
+                "- \(row.context.label): \(runs.joined(separator: "; ")); wait4's ru_maxrss: rlm "
+                    + "\(rlmWait.joined(separator: ", ")), python \(pythonWait.joined(separator: ", "))")
         }
         lines += [
             "- fixed costs: a one-line context is ready in \(format("%.3f", median(fixed.map(\.readySeconds)))) s, "
                 + "rlm peaks at \(mebibytes(fixed.map(\.peakKiB))), its sandbox at "
-                + "\(mebibytes(fixed.map(\.cell.peakKiB))); `python3 -c pass` peaks at "
-                + "\(mebibytes(idle.map(\.maxRSSKiB)))",
+                + "\(mebibytes(fixed.map(\.cell.peakKiB))); Python doing nothing peaks at "
+                + "\(mebibytes(idle.map(\.peakKiB)))",
+            "- wait4's ru_maxrss is not used above: it is the largest of the child's own peak, the peaks of what it "
+                + "reaped (rlm's sandbox) and this benchmark's resident set when it spawned the child (at most "
+                + "\(ContextBench.mebibytes((Child.highWaterMark(of: getpid()) ?? 0) * 1024)))",
             "",
         ]
         lines += targets()

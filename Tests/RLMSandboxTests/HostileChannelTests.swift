@@ -59,6 +59,21 @@ extension SandboxTests {
                     + frame(#"{"type":"subcall","id":"w1","call":"llm_query","prompt":"b","model":null}"#),
                 "used before"
             ),
+            (
+                "child context over the limit",
+                frame(
+                    #"{"type":"subcall","id":"w1","call":"rlm_query","prompt":"a","model":null,"#
+                        + #""context_stream":{"kind":"str","bytes":1099511627776}}"#),
+                "over the announced limit"
+            ),
+            (
+                "child context records overrun",
+                "(os.write(4, b'\\x00\\x00\\x00\\x64' + b'x' * 100) and b'') + "
+                    + frame(
+                        #"{"type":"subcall","id":"w1","call":"rlm_query","prompt":"a","model":null,"#
+                            + #""context_stream":{"kind":"str","bytes":5}}"#),
+                "do not add up"
+            ),
         ])
         func hostileFramesKillTheSandbox(name: String, frameExpression: String, expected: String) async throws {
             var configuration = testConfiguration(timeout: .seconds(20))
