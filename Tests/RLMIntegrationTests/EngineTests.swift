@@ -126,6 +126,26 @@ struct EngineTests {
         #expect(events.all.contains { $0.depth == 1 && $0.kind == .codeResult })
     }
 
+    /// A child's context streams from the parent's sandbox to the child's as JSON (a list here), and the child's
+    /// prompt describes what its own sandbox measured.
+    @Test func aChildContextIsBuiltInTheChildsSandbox() async throws {
+        let root = ScriptedModel { messages in
+            let first = messages.count > 1 ? messages[1].content : ""
+            if first.contains("child question") {
+                let described = messages[0].content.contains("`context` is a list of 3 items")
+                return messages.count == 2
+                    ? "```repl\nprint(sum(len(x) for x in context), \(described ? "'described'" : "'not described'"))\n```"
+                    : "FINAL(\(messages.last?.content.contains("6 described") == true ? "child ok" : "child bad"))"
+            }
+            if messages.count == 2 {
+                return "```repl\nprint(rlm_query('child question', context=['a', 'bb', 'ccc']))\n```"
+            }
+            return "FINAL(\(messages.last?.content.contains("child ok") == true ? "ok" : "bad"))"
+        }
+        let result = try await engine(root: root).run(query: "parent question", context: .text("whole"))
+        #expect(result.answer == "ok")
+    }
+
     @Test func rlmQueryAtMaxDepthIsAPlainQuery() async throws {
         let sub = ScriptedModel(name: "sub") { messages in "plain: \(messages.last?.content ?? "")" }
         let root = ScriptedModel(replies: ["```repl\nprint(rlm_query('q2', context='ctx'))\n```", "FINAL(x)"])

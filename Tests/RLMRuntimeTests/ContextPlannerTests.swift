@@ -602,6 +602,8 @@ struct ContextPlannerTests {
         guard !inGit || Self.gitPath != nil else { return }
         let scratch = try Scratch()
         let dir = inGit ? try scratch.repository("dir") : try scratch.directory("dir")
+        let t0 = ContinuousClock.now
+        defer { print("TIMING create+plan", inGit, ContinuousClock.now - t0) }
         for folder in 0..<50 {
             let path = dir.appendingPathComponent("f\(folder)").path
             #expect(mkdir(path, 0o755) == 0)
@@ -611,8 +613,10 @@ struct ContextPlannerTests {
                 close(fd)
             }
         }
+        print("TIMING created", inGit, ContinuousClock.now - t0)
         let start = ContinuousClock.now
         let plan = try scratch.planner(maxBytes: 1 << 30).plan([dir.path])
+        print("TIMING planned", inGit, ContinuousClock.now - start)
         let elapsed = ContinuousClock.now - start
         #expect(plan.source.files.count == 50_000)
         #expect(plan.totalBytes == 50_000)
@@ -635,7 +639,11 @@ extension ContextPlannerTests {
                 at: root.appendingPathComponent("home"), withIntermediateDirectories: true)
         }
 
-        deinit { try? FileManager.default.removeItem(at: root) }
+        deinit {
+            let t = ContinuousClock.now
+            try? FileManager.default.removeItem(at: root)
+            print("TIMING removed", ContinuousClock.now - t)
+        }
 
         func url(_ path: String) -> URL { root.appendingPathComponent(path) }
 
