@@ -75,6 +75,29 @@ extension SandboxTests {
             }
         }
 
+        /// The sandbox gets the bytes, never a descriptor of the host's file: after a load, no descriptor inside points
+        /// at anything but pipes, /dev/null and the sandbox's own files.
+        @Test func noHostFileDescriptorEntersTheSandbox() async throws {
+            let scratch = try Scratch()
+            try scratch.write("data.txt", Data("payload\n".utf8))
+            try await load(ContextSource(shape: .text, files: [try scratch.open("data.txt")])) {
+                (_: ContextSummary, session: any SandboxSession) async throws in
+                let result = try await session.run(
+                    """
+                    import os
+                    links = []
+                    for f in os.listdir('/proc/self/fd'):
+                        try:
+                            links.append(os.readlink('/proc/self/fd/' + f))
+                        except OSError:
+                            pass
+                    print(sorted(set(l.split(':')[0] if ':' in l else l for l in links)))
+                    """)
+                #expect(!result.stdout.contains(scratch.url.path), "\(result.stdout)")
+                #expect(!result.stdout.contains("data.txt"), "\(result.stdout)")
+            }
+        }
+
         /// Text that turns non-ASCII after an ASCII start longer than a chunk, in every width CPython stores: the
         /// str is assembled at the right width, equal to the same text decoded by Python itself.
         @Test(arguments: ["é", "Ω€", "😀"])
