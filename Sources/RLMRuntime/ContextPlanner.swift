@@ -561,7 +561,8 @@ public struct ContextPlanner: Sendable {
                 close(output[1])
                 throw ContextLoadError("pipe: \(errnoText())")
             }
-            // Above 2 so the dup2 onto fd 3 below never maps a descriptor onto itself (which keeps close-on-exec).
+            // At 10 or above, so the dup2 onto fd 3 below never maps a descriptor onto itself (which would keep its
+            // close-on-exec flag).
             let directoryCopy = fcntl(directory, F_DUPFD_CLOEXEC, 10)
             defer { if directoryCopy >= 0 { close(directoryCopy) } }
             let byDescriptor = directoryCopy >= 0 && access("/proc/self/fd", F_OK) == 0

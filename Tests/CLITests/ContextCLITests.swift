@@ -14,7 +14,8 @@ struct ContextCLITests {
     final class Scratch {
         let path: String
         init() throws {
-            path = FileManager.default.temporaryDirectory.appendingPathComponent("rlm-cli-ctx-\(UUID().uuidString)").path
+            path =
+                FileManager.default.temporaryDirectory.appendingPathComponent("rlm-cli-ctx-\(UUID().uuidString)").path
             try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         }
         deinit { try? FileManager.default.removeItem(atPath: path) }
