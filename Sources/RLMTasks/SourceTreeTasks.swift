@@ -2,7 +2,7 @@ import Foundation
 import RLM
 
 /// Source tree: a generated Python project as documents, each starting with `### <path>` (the convention of
-/// `ContextLoader`), and a question about where something is defined or how many functions a package has.
+/// a directory `--context`), and a question about where something is defined or how many functions a package has.
 enum SourceTreeTaskGenerator {
     struct Function {
         var name: String
