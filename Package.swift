@@ -83,6 +83,9 @@ let package = Package(
         // The long-context task suite: seeded generators of tasks with exact answers, scoring, the bench runner.
         .target(name: "RLMTasks", dependencies: ["RLM"], swiftSettings: swiftSettings),
 
+        // Records: the trajectory store (list, show, delete, prune, retention), the audit log, the HTML viewer.
+        .target(name: "RLMTrajectory", dependencies: ["RLM"], swiftSettings: swiftSettings),
+
         // MARK: The runtime every front end shares
 
         // Provider resolution (flags, environment, key files), the local model, prices, model routing, trajectory
@@ -91,7 +94,7 @@ let package = Package(
         .target(
             name: "RLMRuntime",
             dependencies: [
-                "RLM", "RLMSandbox", "RLMProviders", "RLMLocal", "CRLMSystem",
+                "RLM", "RLMSandbox", "RLMProviders", "RLMLocal", "RLMTrajectory", "CRLMSystem",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -104,7 +107,7 @@ let package = Package(
         .executableTarget(
             name: "rlm",
             dependencies: [
-                "RLM", "RLMRuntime", "RLMSandbox", "RLMLocal", "RLMTasks",
+                "RLM", "RLMRuntime", "RLMSandbox", "RLMLocal", "RLMTasks", "RLMTrajectory",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Subprocess", package: "swift-subprocess"),
@@ -168,6 +171,7 @@ let package = Package(
             dependencies: ["RLMRuntime", "RLM", "RLMProviders"],
             swiftSettings: swiftSettings
         ),
+        .testTarget(name: "RLMTrajectoryTests", dependencies: ["RLMTrajectory", "RLM"], swiftSettings: swiftSettings),
         // Integration: the engine with the real sandbox and providers over real HTTP.
         .testTarget(
             name: "RLMIntegrationTests",

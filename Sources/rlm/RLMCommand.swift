@@ -9,7 +9,10 @@ struct RLMCommand: AsyncParsableCommand {
         commandName: "rlm",
         abstract: "SwiftRLM: answer questions over contexts far larger than a model's window.",
         version: "rlm \(RLMVersion.string)",
-        subcommands: [RunCommand.self, ModelCommand.self, SandboxCommand.self, DoctorCommand.self, BenchCommand.self]
+        subcommands: [
+            RunCommand.self, ChatCommand.self, ModelCommand.self, SandboxCommand.self, TrajectoriesCommand.self,
+            ViewCommand.self, DoctorCommand.self, BenchCommand.self,
+        ]
     )
 
     /// Contract 2: usage errors exit 2 (ArgumentParser's default is 64).

@@ -1,0 +1,6 @@
+import RLMTrajectory
+import Testing
+
+@Test func theSchemaVersionIsOne() {
+    #expect(RLMTrajectory.schemaVersion == 1)
+}
