@@ -497,7 +497,7 @@ actor BubblewrapSession: SandboxSession {
         switch status {
         case 0: return file
         case -2: throw await violation("the rlm_query context's records do not add up to the announced size")
-        default: throw ExchangeOutcome.died
+        default: throw phase == .killed ? ExchangeOutcome.killedAfterTimeout : ExchangeOutcome.died
         }
     }
 
