@@ -244,3 +244,34 @@ died:
     free(buffer);
     return -1;
 }
+
+int64_t crlm_count_lines(int fd, uint64_t max_bytes) {
+    const size_t chunk = 1u << 20;
+    char *buffer = malloc(chunk);
+    if (buffer == NULL)
+        return -1;
+    uint64_t offset = 0;
+    int64_t newlines = 0;
+    char last = '\n';
+    while (offset < max_bytes) {
+        size_t want = max_bytes - offset < chunk ? (size_t)(max_bytes - offset) : chunk;
+        ssize_t got = pread(fd, buffer, want, (off_t)offset);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            free(buffer);
+            return -1;
+        }
+        if (got == 0)
+            break;
+        const char *p = buffer, *end = buffer + got;
+        while ((p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+            newlines++;
+            p++;
+        }
+        last = buffer[got - 1];
+        offset += (uint64_t)got;
+    }
+    free(buffer);
+    return newlines + (last != '\n' ? 1 : 0);
+}

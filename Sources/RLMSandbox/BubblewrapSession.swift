@@ -249,11 +249,14 @@ actor BubblewrapSession: SandboxSession {
         try enter()
         defer { busy = false }
         let id = requestID()
+        // A single text's lines are counted here, on another core, while its bytes stream; documents' are not counted.
+        let hostCounts = source.shape == .text && ContextLineCount.applies(to: source)
         let frame = HostMessage.encode(
             HostMessage.LoadContext(
                 id: id, name: name, kind: source.shape.rawValue, files: source.files.count,
                 encoding: source.encoding.name, errors: source.encoding.errors.rawValue, sample: max(0, sample),
-                heads: 3))
+                heads: 3, countLines: source.shape == .text && !hostCounts))
+        async let counted = hostCounts ? offPool { ContextLineCount.count(source.files[0]) } : nil
         let streamed = ContextStream(files: source.files, pipe: process.dataFD)
         // Streaming can block while the worker builds the text; the deadline covers it: a cell's timeout plus
         // a second per 50 MB (the worker reads several hundred MB a second).
@@ -285,6 +288,7 @@ actor BubblewrapSession: SandboxSession {
             throw ContextLoadError(UntrustedText.visible(message))
         case .summary(var summary):
             guard summary.shape == source.shape else { throw await violation("the summary is for another shape") }
+            if let lines = await counted { summary.lines = lines }
             if let first = hostSide.first, source.shape != .documents {
                 throw ContextLoadError("context \(first.label) \(first.reason)")
             }

@@ -103,3 +103,40 @@ final class ContextStream: Sendable {
         withUnsafeBytes(of: value.bigEndian) { Array($0) }
     }
 }
+
+/// Counts a single text's lines on the host, from the same bytes the sandbox reads (memchr over pread chunks, on
+/// another core while the bytes stream): the worker would otherwise need a pass over the whole built `str`.
+enum ContextLineCount {
+    /// Encodings in which a newline is the byte 0x0A, as Python names them (`codecs.lookup(…).name`) or users write.
+    static let asciiCompatible: Set<String> = [
+        "auto", "utf-8", "utf8", "utf_8", "utf-8-sig", "ascii", "latin-1", "latin1", "latin_1", "iso-8859-1",
+        "iso8859-1", "iso8859_1", "iso-8859-15", "cp1252", "cp1250", "cp1251", "windows-1252",
+    ]
+
+    /// Whether the host's byte count is the text's line count: an ASCII-compatible encoding, a file (not bytes in
+    /// memory) and, under `auto`, no UTF-16/32 byte-order mark.
+    static func applies(to source: ContextSource) -> Bool {
+        guard source.files.count == 1, asciiCompatible.contains(source.encoding.name.lowercased()) else {
+            return false
+        }
+        let file = source.files[0]
+        if case .data = file.content { return false }
+        guard source.encoding.name.lowercased() == "auto" else { return true }
+        guard let fd = try? file.openForReading() else { return false }
+        defer { close(fd) }
+        var head = [UInt8](repeating: 0, count: 4)
+        let got = pread(fd, &head, 4, 0)
+        guard got >= 2 else { return true }
+        let bom = Array(head.prefix(got))
+        return
+            !(bom.starts(with: [0xFF, 0xFE]) || bom.starts(with: [0xFE, 0xFF]) || bom.starts(with: [0, 0, 0xFE, 0xFF]))
+    }
+
+    /// The lines in the planned bytes of `file`, or `nil` when it cannot be read.
+    static func count(_ file: ContextFile) -> Int? {
+        guard let fd = try? file.openForReading() else { return nil }
+        defer { close(fd) }
+        let lines = crlm_count_lines(fd, UInt64(max(0, file.size)))
+        return lines >= 0 ? Int(lines) : nil
+    }
+}

@@ -45,6 +45,13 @@ enum HostMessage {
         let sample: Int
         /// Documents whose heads to measure.
         let heads: Int
+        /// Whether the worker counts lines (the host counts a single text's itself, and nobody counts documents').
+        let countLines: Bool
+
+        enum CodingKeys: String, CodingKey {
+            case type, id, name, kind, files, encoding, errors, sample, heads
+            case countLines = "count_lines"
+        }
     }
 
     struct GetVariable: Encodable {

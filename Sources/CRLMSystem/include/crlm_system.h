@@ -28,6 +28,10 @@ int crlm_stream_file(int in_fd, int64_t offset, uint64_t max_bytes, int out_fd, 
 /// -2 when they do not (the stream is not drained); -1 when the input ended or failed, or writing failed.
 int crlm_spool_records(int in_pipe, int out_fd, uint64_t expected);
 
+/// The lines in the first `max_bytes` bytes of `fd` (read with pread from offset 0): newlines, plus one when the text
+/// does not end with one. An empty file has 0. Returns -1 with errno set when reading fails.
+int64_t crlm_count_lines(int fd, uint64_t max_bytes);
+
 /// Writes all of `buffer` to `fd`, retrying short writes and EINTR. Returns 0, or -1 with errno set.
 int crlm_write_all(int fd, const void *buffer, uint64_t count);
 

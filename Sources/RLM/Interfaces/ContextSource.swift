@@ -229,7 +229,8 @@ public struct ContextSummary: Sendable, Hashable, Codable {
     public var bytes: Int
     /// Characters (Unicode code points) of text; for JSON, of the file.
     public var characters: Int
-    /// Lines of text (a last line without a newline counts).
+    /// Lines of a single text or JSON file (a last line without a newline counts); 0 for documents, whose lines are
+    /// not counted (the prompt does not use them, and counting costs a pass over every document).
     public var lines: Int
     /// Documents in a `list` of documents, or items of a JSON list / keys of a JSON dict.
     public var items: Int
@@ -316,7 +317,7 @@ public struct ContextSummary: Sendable, Hashable, Codable {
             return ContextSummary(
                 type: "list", shape: .documents, bytes: documents.reduce(0) { $0 + $1.utf8.count },
                 characters: documents.reduce(0) { $0 + $1.unicodeScalars.count },
-                lines: documents.reduce(0) { $0 + lines($1) }, items: documents.count,
+                lines: 0, items: documents.count,
                 itemSizes: documents.prefix(5).map { $0.unicodeScalars.count },
                 itemHeads: documents.prefix(headsShown).map {
                     String(String.UnicodeScalarView($0.unicodeScalars.prefix(each)))

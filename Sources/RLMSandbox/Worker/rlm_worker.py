@@ -887,17 +887,38 @@ class _Source:
     def read(self, size):
         """Returns the text (bytes when raw), or None when the file is left out (see `skipped`).
         Raises MemoryError after consuming the file."""
+        if size < _FAST_MIN and not self.raw and self.encoding == 'auto':
+            return self._read_small(size)
+        return self._read_chunks(self._records(), size)
+
+    def _records(self):
         reader = self.reader
+        while True:
+            n = reader.number(4)
+            if n == 0:
+                return
+            self.nbytes += n
+            yield reader.chunk(n)
+
+    def _read_small(self, size):
+        """The common case of a source tree: a small file that is plain UTF-8, decoded in one call; anything else
+        (a BOM, bad bytes, a NUL in a document) goes the general way with the same bytes."""
+        chunks = list(self._records())
+        data = chunks[0] if len(chunks) == 1 else bytearray().join(chunks)
+        if not data.startswith((b'\xef\xbb\xbf', b'\xff\xfe', b'\xfe\xff', b'\x00\x00\xfe\xff')) \
+                and not (self.documents and 0 in data):
+            try:
+                return data.decode('utf-8')
+            except UnicodeDecodeError:
+                pass
+        return self._read_chunks(iter((data,)) if data else iter(()), size)
+
+    def _read_chunks(self, chunks, size):
         builder = None
         data = bytearray() if self.raw else None
         failure = None
         auto = self.encoding == 'auto'
-        while True:
-            n = reader.number(4)
-            if n == 0:
-                break
-            chunk = reader.chunk(n)
-            self.nbytes += n
+        for chunk in chunks:
             if failure is not None:
                 continue
             try:
@@ -961,6 +982,11 @@ def _on_context(m):
     name, kind, count = m.get('name'), m.get('kind'), m.get('files')
     encoding, errors = m.get('encoding'), m.get('errors')
     sample, heads = m.get('sample'), m.get('heads')
+    # The host counts the lines of a big text itself when it can (on its own core, while the bytes stream): counting
+    # them here would cost a pass over the whole str after it is built.
+    count_lines = m.get('count_lines', True)
+    if type(count_lines) is not bool:
+        raise _ProtocolError('context: count_lines must be a bool')
     if type(name) is not str or not name.isidentifier():
         raise _ProtocolError(f'context: name must be a Python identifier, got {name!r}')
     if kind not in _CONTEXT_KINDS:
@@ -1044,13 +1070,13 @@ def _on_context(m):
     summary = {'shape': kind, 'skipped': skipped[:1000], 'decoded_as': decoded_as[:1000]}
     if kind == 'str':
         value = docs[0]
-        summary.update(type='str', characters=len(value), bytes=sizes[0], lines=_lines(value),
+        summary.update(type='str', characters=len(value), bytes=sizes[0], lines=_lines(value) if count_lines else 0,
                        items=0, item_sizes=[], head=value[:sample], item_heads=[], keys=[])
     elif kind == 'list':
         value = docs
         each = max(80, sample // max(1, min(heads, len(docs)))) if docs else 0
         summary.update(type='list', characters=sum(map(len, docs)), bytes=sum(sizes),
-                       lines=sum(map(_lines, docs)), items=len(docs), item_sizes=[len(d) for d in docs[:5]],
+                       lines=sum(map(_lines, docs)) if count_lines else 0, items=len(docs), item_sizes=[len(d) for d in docs[:5]],
                        head='', item_heads=[d[:each] for d in docs[:heads]], keys=[])
     else:
         t = type(value)
