@@ -657,6 +657,7 @@ class _DataReader:
 
     def __init__(self, fd):
         self.fd = fd
+        self.spare = bytearray(1 << 20)
         self.buf = bytearray(65536)
         self.start = 0
         self.end = 0
@@ -683,8 +684,13 @@ class _DataReader:
     def number(self, width):
         return int.from_bytes(self.take(width), 'big')
 
-    def chunk(self, n):
-        out = bytearray(n)
+    def chunk(self, n, reuse=False):
+        """The next `n` bytes in a bytearray of exactly that length; with `reuse`, the same full-size buffer every
+        time (its pages are touched once, not once per chunk): the caller must be done with it before the next call."""
+        if reuse and n == len(self.spare):
+            out = self.spare
+        else:
+            out = bytearray(n)
         have = min(n, self.end - self.start)
         if have:
             out[:have] = self.buf[self.start:self.start + have]
@@ -731,6 +737,19 @@ def _fast_api():
 
 
 _HOST_SKIPPED = (1 << 64) - 1  # a file's planned size when the host could not open it (it says why itself)
+def _huge_pages(address, size):
+    """Asks for transparent huge pages over a big fresh buffer: filling it then takes a fault every 2 MiB instead of
+    every 4 KiB. Advice only: nothing changes where the kernel says no."""
+    try:
+        libc = _FAST[0][0].CDLL(None)
+        start = (address + (1 << 21) - 1) & ~((1 << 21) - 1)
+        end = (address + size) & ~((1 << 21) - 1)
+        if end > start:
+            libc.madvise(_FAST[0][0].c_void_p(start), _FAST[0][0].c_size_t(end - start), 14)  # MADV_HUGEPAGE
+    except Exception:
+        pass
+
+
 _WIDE_CODEC = {127: 'latin-1', 255: 'latin-1', 65535: 'utf-16-le', 1114111: 'utf-32-le'}
 _MAXCHAR = {1: 255, 2: 65535, 4: 1114111}
 _ASCII_FAMILY = frozenset(('utf_8', 'utf_8_sig', 'ascii', 'iso8859_1', 'iso8859_15', 'cp1252', 'cp1250', 'cp1251',
@@ -749,8 +768,9 @@ class _TextBuilder:
     bytes go straight into a preallocated ASCII str; otherwise chunks are decoded into pieces, assembled at the end into
     one str of the right width with each piece released as soon as it is copied."""
 
-    def __init__(self, size, codec, errors):
+    def __init__(self, size, codec, errors, track_nul=True):
         codecs = __import__('codecs')
+        self.track_nul = track_nul  # a NUL byte matters only in documents (binary files are left out)
         self.codec = codec
         self.family = codecs.lookup(codec).name.replace('-', '_')
         self.errors = errors
@@ -766,9 +786,10 @@ class _TextBuilder:
             t = api[1](size, 127)
             self.target = [t, id(t) + api[2][127], 0, size]
             self.fast = True
+            _huge_pages(self.target[1], size)
 
     def feed(self, chunk):
-        if not self.nul and 0 in chunk:
+        if self.track_nul and not self.nul and 0 in chunk:
             self.nul = True
         t = self.target
         if self.fast and chunk.isascii() and t[2] + len(chunk) <= t[3]:
@@ -889,16 +910,17 @@ class _Source:
         Raises MemoryError after consuming the file."""
         if size < _FAST_MIN and not self.raw and self.encoding == 'auto':
             return self._read_small(size)
-        return self._read_chunks(self._records(), size)
+        # Chunks are consumed before the next is read (decoded or copied), except raw ones, which are kept.
+        return self._read_chunks(self._records(reuse=not self.raw), size)
 
-    def _records(self):
+    def _records(self, reuse=False):
         reader = self.reader
         while True:
             n = reader.number(4)
             if n == 0:
                 return
             self.nbytes += n
-            yield reader.chunk(n)
+            yield reader.chunk(n, reuse)
 
     def _read_small(self, size):
         """The common case of a source tree: a small file that is plain UTF-8, decoded in one call; anything else
@@ -935,13 +957,13 @@ class _Source:
                                 if name != 'utf-8-sig':
                                     self.decoded_as = name.upper() + ' (from its byte-order mark)'
                                 break
-                    builder = _TextBuilder(size, codec, self.errors)
+                    builder = _TextBuilder(size, codec, self.errors, self.documents)
                 try:
                     builder.feed(chunk)
                 except _Undecodable:
                     if self._binary(builder):
                         pass
-                    elif not auto or builder.nul:
+                    elif not auto or builder.nul or 0 in chunk:
                         raise
                     else:
                         auto = False
