@@ -78,19 +78,109 @@ public struct RLMEngine: Sendable {
     /// budget cancels the loop (killing its sandboxes and in-flight sub-calls) and reports usage so far.
     static func drive(loop: RLMLoop, query: String, configuration: RLMConfiguration) async throws -> RLMResult {
         let tracker = BudgetTracker(budget: configuration.budget)
+        let calls = CallCounter()
         let events = EventEmitter(handler: configuration.onEvent, tracker: tracker)
         let clock = ContinuousClock()
         let start = clock.now
         let iterations = IterationCounter()
-        await events.emit(.runStarted, depth: 0, data: ["query": cut(query), "model": configuration.rootModel.name])
+        await events.emit(.runStarted, depth: 0, data: runStarted(query: query, configuration: configuration))
+        do {
+            let (result, noAnswer) = try await race(
+                loop: loop, query: query, configuration: configuration, tracker: tracker, calls: calls,
+                iterations: iterations, start: start)
+            await finished(result, noAnswer: noAnswer, events: events)
+            return result
+        } catch {
+            // A cancelled run (a signal, a closed stream) is ended by whoever cancelled it: it knows why.
+            if !(error is CancellationError) && !Task.isCancelled {
+                let message = String(describing: error)
+                await events.emit(.error, depth: 0, iteration: iterations.value, data: ["message": .string(message)])
+                await events.emit(
+                    .runFinished, depth: 0, iteration: iterations.value,
+                    data: [
+                        "status": "error", "answer": nil, "reason": .string(message), "signal": nil,
+                        "iterations": .int(iterations.value),
+                        "duration_ms": JSONValue(milliseconds(since: start).rounded()),
+                    ])
+            }
+            throw error
+        }
+    }
 
+    /// The `run_started` record: the query, the models, the budget and the settings (never a key).
+    static func runStarted(query: String, configuration: RLMConfiguration) -> [String: JSONValue] {
+        let budget = configuration.budget
+        func seconds(_ duration: Duration?) -> JSONValue {
+            duration.map { JSONValue(Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18) }
+                ?? .null
+        }
+        return [
+            "query": .string(query), "model": .string(configuration.rootModel.name),
+            "sub_model": .string(configuration.subcallModel.name),
+            "budget": [
+                "max_iterations": .int(budget.maxIterations), "max_depth": .int(budget.maxDepth),
+                "max_tokens": JSONValue(budget.maxTokens), "max_input_tokens": JSONValue(budget.maxInputTokens),
+                "max_output_tokens": JSONValue(budget.maxOutputTokens), "max_cost_usd": JSONValue(budget.maxCostUSD),
+                "max_wall_seconds": seconds(budget.maxWallTime), "max_subcalls": JSONValue(budget.maxSubcalls),
+                "max_consecutive_errors": JSONValue(budget.maxConsecutiveErrors),
+                "max_live_sandboxes": .int(budget.maxLiveSandboxes),
+            ],
+            "configuration": [
+                "sandbox": .string(String(describing: type(of: configuration.sandbox))),
+                "callable_models": .array(configuration.callableModels.keys.sorted().map(JSONValue.string)),
+                "batch_concurrency": .int(configuration.batchConcurrency),
+                "cell_timeout_seconds": seconds(configuration.cellTimeout),
+                "output_chars_per_cell": .int(configuration.outputCharsPerCell),
+                "context_sample_chars": .int(configuration.contextSampleChars),
+                "max_output_tokens": JSONValue(configuration.maxOutputTokens),
+                "temperature": JSONValue(configuration.temperature),
+                "history_window_tokens": JSONValue(configuration.historyWindowTokens),
+                "confirm_answers_written_with_code": .bool(configuration.confirmAnswersWrittenWithCode),
+                "accept_bare_last_answer": .bool(configuration.acceptBareLastAnswer),
+            ],
+        ]
+    }
+
+    /// The last events of a run that ended: `final_answer` was emitted by the loop; a spent budget is recorded,
+    /// then `run_finished`.
+    private static func finished(_ result: RLMResult, noAnswer: Bool, events: EventEmitter) async {
+        let duration = JSONValue((result.duration.inMilliseconds).rounded())
+        switch result.status {
+        case .answered:
+            await events.emit(
+                .runFinished, depth: 0, iteration: result.iterations,
+                data: [
+                    "status": "answered", "answer": JSONValue(result.answer), "reason": nil, "signal": nil,
+                    "iterations": .int(result.iterations), "duration_ms": duration,
+                ])
+        case .budgetExhausted(let reason):
+            if !noAnswer {
+                await events.emit(
+                    .budgetExhausted, depth: 0, iteration: result.iterations,
+                    data: ["budget": .string(reason.limit.rawValue), "reason": .string(reason.message)])
+            }
+            await events.emit(
+                .runFinished, depth: 0, iteration: result.iterations,
+                data: [
+                    "status": noAnswer ? "no_answer" : "budget_exhausted", "answer": nil,
+                    "reason": .string(reason.message), "signal": nil, "budget": .string(reason.limit.rawValue),
+                    "iterations": .int(result.iterations), "duration_ms": duration,
+                ])
+        }
+    }
+
+    private static func race(
+        loop: RLMLoop, query: String, configuration: RLMConfiguration, tracker: BudgetTracker, calls: CallCounter,
+        iterations: IterationCounter, start: ContinuousClock.Instant
+    ) async throws -> (RLMResult, noAnswer: Bool) {
+        let clock = ContinuousClock()
         enum Race: Sendable {
             case loop(RLMLoop.Outcome)
             case budget(BudgetExhausted?)
         }
         let race: Race = try await withThrowingTaskGroup(of: Race.self) { group in
             group.addTask {
-                .loop(try await loop.answer(query: query, tracker: tracker) { iterations.set($0) })
+                .loop(try await loop.answer(query: query, tracker: tracker, calls: calls) { iterations.set($0) })
             }
             group.addTask {
                 .budget(await tracker.exhaustion())
@@ -124,7 +214,7 @@ public struct RLMEngine: Sendable {
         }
         let usage = await tracker.usage
         let duration = clock.now - start
-        var result: RLMResult
+        let result: RLMResult
         switch race {
         case .loop(.answered(let answer)):
             result = RLMResult(
@@ -142,20 +232,8 @@ public struct RLMEngine: Sendable {
                 answer: nil, status: .budgetExhausted(reason), iterations: iterations.value, usage: usage,
                 duration: duration)
         }
-        switch result.status {
-        case .answered:
-            await events.emit(
-                .runFinished, depth: 0, iteration: result.iterations,
-                data: ["status": "answered", "answer": cut(result.answer ?? "")])
-        case .budgetExhausted(let reason):
-            await events.emit(
-                .budgetExhausted, depth: 0, iteration: result.iterations,
-                data: ["limit": reason.limit.rawValue, "message": reason.message])
-            await events.emit(
-                .runFinished, depth: 0, iteration: result.iterations,
-                data: ["status": "budget_exhausted", "limit": reason.limit.rawValue])
-        }
-        return result
+        if case .loop(.noAnswer) = race { return (result, true) }
+        return (result, false)
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// One RLM conversation at one depth: its sandbox session, its message history, and the iteration loop.
 actor RLMLoop {
@@ -16,8 +17,17 @@ actor RLMLoop {
     private var events: EventEmitter
     private var session: (any SandboxSession)?
     private var messages: [ChatMessage] = []
+    /// How many of `messages` the previous model request covered (the next request's delta starts there).
+    private var sent = 0
     /// Root iterations used by the latest `answer` call.
     private(set) var iterationsUsed = 0
+    /// The iteration running now, read by the router so a sub-call carries its cell's iteration.
+    private let currentIteration = IterationCounter()
+    /// The sandbox session keeps the handler it started with; this one forwards to the router of the question
+    /// running now (a follow-up has its own tracker and sub-call numbering).
+    private let handler = CurrentRouter()
+    /// Tokens and cost this loop and everything it started spent.
+    let meter = UsageMeter()
 
     init(configuration: RLMConfiguration, context: ContextSource?, depth: Int, events: EventEmitter) {
         self.configuration = configuration
@@ -27,11 +37,14 @@ actor RLMLoop {
     }
 
     /// Runs the loop for one question. A second call continues the same conversation and REPL (a follow-up).
-    func answer(query: String, tracker: BudgetTracker, onIteration: (@Sendable (Int) -> Void)? = nil) async throws
-        -> Outcome
-    {
-        events = events.with(tracker: tracker)
-        let router = SubcallRouter(configuration: configuration, tracker: tracker, depth: depth, events: events)
+    func answer(
+        query: String, tracker: BudgetTracker, calls: CallCounter, onIteration: (@Sendable (Int) -> Void)? = nil
+    ) async throws -> Outcome {
+        events = events.with(tracker: tracker, calls: calls)
+        let router = SubcallRouter(
+            configuration: configuration, tracker: tracker, depth: depth, events: events,
+            iteration: currentIteration, meter: meter)
+        handler.use(router)
         try await ensureSession(router: router)
         if messages.isEmpty {
             messages = [
@@ -54,6 +67,7 @@ actor RLMLoop {
         while iteration < maxIterations {
             iteration += 1
             iterationsUsed = iteration
+            currentIteration.set(iteration)
             onIteration?(iteration)
             try await tracker.check()
             let text = try await callModel(iteration: iteration, tracker: tracker)
@@ -64,8 +78,7 @@ actor RLMLoop {
                 if let final = reply.finalAnswer {
                     switch try await resolve(final) {
                     case .some(let answer):
-                        await events.emit(
-                            .finalAnswer, depth: depth, iteration: iteration, data: ["answer": cut(answer)])
+                        await emitFinal(answer, iteration: iteration)
                         return .answered(answer)
                     case .none:
                         if case .variable(let name) = final { messages.append(.user(Prompts.missingVariable(name))) }
@@ -90,18 +103,17 @@ actor RLMLoop {
             var outputs = [String]()
             var anyError = false
             for (index, code) in reply.codeBlocks.enumerated() {
-                let result = try await runCell(code, router: router, iteration: iteration)
+                let result = try await runCell(code, block: index + 1, router: router, iteration: iteration)
                 outputs.append(
                     Prompts.cellOutput(
                         index: index, of: reply.codeBlocks.count, result: result,
                         limit: configuration.outputCharsPerCell))
                 if let final = result.finalAnswer {
-                    await events.emit(.finalAnswer, depth: depth, iteration: iteration, data: ["answer": cut(final)])
+                    await emitFinal(final, iteration: iteration)
                     return .answered(final)
                 }
                 if result.error?.type == "NameError", let word = ReplyParser.bareFinalArgument(in: code) {
-                    await events.emit(
-                        .finalAnswer, depth: depth, iteration: iteration, data: ["answer": cut(word), "bare": "true"])
+                    await emitFinal(word, bare: true, iteration: iteration)
                     return .answered(word)
                 }
                 if result.error != nil { anyError = true }
@@ -116,7 +128,7 @@ actor RLMLoop {
                 if configuration.confirmAnswersWrittenWithCode {
                     unconfirmed = true
                 } else if let answer = try await resolve(final) {
-                    await events.emit(.finalAnswer, depth: depth, iteration: iteration, data: ["answer": cut(answer)])
+                    await emitFinal(answer, iteration: iteration)
                     return .answered(answer)
                 }
             }
@@ -135,7 +147,7 @@ actor RLMLoop {
         messages.append(.assistant(text))
         let parsed = ReplyParser.parse(text)
         if let final = parsed.finalAnswer, let answer = try await resolve(final) {
-            await events.emit(.finalAnswer, depth: depth, iteration: iteration, data: ["answer": cut(answer)])
+            await emitFinal(answer, iteration: iteration)
             return .answered(answer)
         }
         var bare = text.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -147,8 +159,7 @@ actor RLMLoop {
         if configuration.acceptBareLastAnswer, !bare.isEmpty, !bare.contains("```"), bare.count <= 200,
             !bare.contains("\n")
         {
-            await events.emit(
-                .finalAnswer, depth: depth, iteration: iteration, data: ["answer": cut(bare), "bare": "true"])
+            await emitFinal(bare, bare: true, iteration: iteration)
             return .answered(bare)
         }
         return .noAnswer
@@ -159,19 +170,26 @@ actor RLMLoop {
         session = nil
     }
 
+    private func emitFinal(_ answer: String, bare: Bool = false, iteration: Int) async {
+        await events.emit(
+            .finalAnswer, depth: depth, iteration: iteration, data: ["answer": .string(answer), "bare": .bool(bare)])
+    }
+
     // MARK: - Steps
 
     private func ensureSession(router: SubcallRouter) async throws {
         if let session, await session.isAlive { return }
         await session?.shutdown()
-        let fresh = try await configuration.sandbox.startSession(handler: router)
+        handler.use(router)
+        let fresh = try await configuration.sandbox.startSession(handler: handler)
         do {
             // No context: `context` is still bound (to an empty str), as the prompt says.
             let measured = try await fresh.loadContext(
                 context ?? ContextSource(.text("")), name: "context", sample: configuration.contextSampleChars)
             if context != nil, summary == nil {
                 summary = measured
-                await events.emit(.contextLoaded, depth: depth, data: Self.describe(measured))
+                await events.emit(
+                    .contextLoaded, depth: depth, iteration: iterationsUsed, data: Self.describe(measured))
             }
         } catch {
             await fresh.shutdown()
@@ -180,37 +198,37 @@ actor RLMLoop {
         session = fresh
     }
 
-    /// The trajectory's record of a loaded context.
-    static func describe(_ summary: ContextSummary) -> [String: String] {
-        var data = [
-            "type": summary.type, "shape": summary.shape.rawValue, "bytes": "\(summary.bytes)",
-            "characters": "\(summary.characters)", "lines": "\(summary.lines)", "items": "\(summary.items)",
+    /// The trajectory's record of a loaded context (`context_loaded`).
+    static func describe(_ summary: ContextSummary) -> [String: JSONValue] {
+        func notices(_ list: [ContextSummary.Notice]) -> JSONValue {
+            .array(list.prefix(200).map { ["label": .string($0.label), "reason": .string($0.reason)] })
+        }
+        return [
+            "type": .string(summary.type), "shape": .string(summary.shape.rawValue), "bytes": .int(summary.bytes),
+            "characters": .int(summary.characters), "lines": .int(summary.lines), "items": .int(summary.items),
+            "empty": .bool(summary.isEmpty), "skipped": notices(summary.skipped),
+            "skipped_count": .int(summary.skipped.count), "decoded_as": notices(summary.decodedAs),
         ]
-        if summary.isEmpty { data["empty"] = "true" }
-        if !summary.skipped.isEmpty {
-            data["skipped"] = "\(summary.skipped.count)"
-            data["skipped_files"] = summary.skipped.prefix(200).map { "\($0.label): \($0.reason)" }
-                .joined(separator: "\n")
-        }
-        if !summary.decodedAs.isEmpty {
-            data["decoded_as"] = summary.decodedAs.prefix(200).map { "\($0.label): \($0.reason)" }
-                .joined(separator: "\n")
-        }
-        return data
     }
 
-    private func runCell(_ code: String, router: SubcallRouter, iteration: Int) async throws -> CellResult {
+    private func runCell(_ code: String, block: Int, router: SubcallRouter, iteration: Int) async throws
+        -> CellResult
+    {
         try await ensureSession(router: router)
         guard let session else { throw SandboxError.terminated("no sandbox session") }
+        await events.emit(
+            .codeStarted, depth: depth, iteration: iteration, data: ["block": .int(block), "code": .string(code)])
         let result = try await session.run(code, timeout: configuration.cellTimeout)
-        var data = [
-            "code": cut(code, 4000), "stdout": cut(result.stdout, 4000), "stderr": cut(result.stderr, 2000),
-            "duration_ms": String(format: "%.1f", result.durationMilliseconds),
-        ]
-        if let error = result.error { data["error"] = "\(error.type): \(cut(error.message, 500))" }
-        if result.timedOut { data["timed_out"] = "true" }
-        if result.stateLost { data["state_lost"] = "true" }
-        await events.emit(.codeResult, depth: depth, iteration: iteration, data: data)
+        let error: JSONValue =
+            result.error.map { ["type": .string($0.type), "message": .string($0.message)] } ?? .null
+        await events.emit(
+            .codeResult, depth: depth, iteration: iteration,
+            data: [
+                "block": .int(block), "code": .string(code), "stdout": .string(result.stdout),
+                "stderr": .string(result.stderr), "error": error, "timed_out": .bool(result.timedOut),
+                "state_lost": .bool(result.stateLost),
+                "duration_ms": JSONValue((result.durationMilliseconds * 10).rounded() / 10),
+            ])
         if result.stateLost {
             // The next cell gets a fresh REPL with the context loaded again.
             try await ensureSession(router: router)
@@ -234,12 +252,16 @@ actor RLMLoop {
         var attempt = 0
         while true {
             let fitted = Self.fit(messages, windowTokens: window >> attempt, reserveTokens: reserve)
+            let delta = messages.dropFirst(min(sent, messages.count)).map {
+                ["role": .string($0.role.rawValue), "content": .string($0.content)] as JSONValue
+            }
+            sent = messages.count
             await events.emit(
                 .modelRequest, depth: depth, iteration: iteration,
                 data: [
-                    "messages": "\(fitted.count)",
-                    "estimated_tokens": "\(fitted.reduce(0) { $0 + estimateTokens($1.content) })",
-                    "last": cut(fitted.last?.content ?? "", 4000),
+                    "model": .string(configuration.rootModel.name), "messages": .int(fitted.count),
+                    "delta": .array(delta),
+                    "estimated_prompt_tokens": .int(fitted.reduce(0) { $0 + estimateTokens($1.content) + 4 }),
                 ])
             // The call's tokens and cost are reserved before it is sent: one that would cross the budget ends the run
             // instead of overshooting it.
@@ -260,6 +282,7 @@ actor RLMLoop {
             }
             do {
                 let completion: Completion
+                let started = ContinuousClock.now
                 do {
                     completion = try await configuration.rootModel.complete(
                         CompletionRequest(
@@ -268,14 +291,20 @@ actor RLMLoop {
                     await tracker.release(reservation)
                     throw error
                 }
-                await tracker.settle(
-                    reservation, usage: completion.usage, cost: configuration.cost(of: completion), isSubcall: false)
+                let latency = milliseconds(since: started)
+                // Priced once: what the provider reported, else the table; `nil` (unknown) settles as 0.
+                let cost = completion.reportedCostUSD ?? configuration.cost(completion.model, completion.usage)
+                await tracker.settle(reservation, usage: completion.usage, cost: cost ?? 0, isSubcall: false)
+                meter.add(
+                    inputTokens: completion.usage.inputTokens, outputTokens: completion.usage.outputTokens,
+                    costUSD: cost)
                 await events.emit(
                     .modelResponse, depth: depth, iteration: iteration,
                     data: [
-                        "text": cut(completion.text, 8000), "model": completion.model,
-                        "input_tokens": "\(completion.usage.inputTokens)",
-                        "output_tokens": "\(completion.usage.outputTokens)",
+                        "model": .string(completion.model), "text": .string(completion.text),
+                        "input_tokens": .int(completion.usage.inputTokens),
+                        "output_tokens": .int(completion.usage.outputTokens), "cost_usd": JSONValue(cost),
+                        "latency_ms": JSONValue(latency),
                     ])
                 return completion.text
             } catch let error as LLMError where error.kind == .contextOverflow && attempt < 2 {
@@ -316,5 +345,18 @@ actor RLMLoop {
                 result[index].content, limit: max(200, result[index].content.unicodeScalars.count - over))
         }
         return result
+    }
+}
+
+/// The handler a loop's sandbox session keeps for its whole life: it forwards each sub-call to the router of the
+/// question running now.
+final class CurrentRouter: SubcallHandler, Sendable {
+    private let router = Mutex<SubcallRouter?>(nil)
+
+    func use(_ current: SubcallRouter) { router.withLock { $0 = current } }
+
+    func handle(_ request: SubcallRequest) async throws -> SubcallResponse {
+        guard let current = router.withLock({ $0 }) else { throw CancellationError() }
+        return try await current.handle(request)
     }
 }

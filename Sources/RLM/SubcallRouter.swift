@@ -9,48 +9,127 @@ struct SubcallRouter: SubcallHandler {
     let tracker: BudgetTracker
     let depth: Int
     let events: EventEmitter
+    /// The loop's iteration now: the cell making the call runs in it.
+    let iteration: IterationCounter
+    /// The loop's tokens and cost: every sub-call adds its own.
+    let meter: UsageMeter
+
+    /// What one sub-call spent and said, for its `subcall` event.
+    struct Record: Sendable {
+        var reply = ""
+        var spent = UsageMeter.Spent()
+        var error: String?
+
+        mutating func add(_ outcome: QueryOutcome) {
+            spent.inputTokens += outcome.inputTokens
+            spent.outputTokens += outcome.outputTokens
+            spent.costUSD = spent.costUSD.flatMap { sum in outcome.costUSD.map { sum + $0 } }
+            if error == nil { error = outcome.error }
+        }
+    }
+
+    /// One model call's text, usage, and the error it reports to the code (the text then says it too).
+    struct QueryOutcome: Sendable {
+        var text: String
+        var inputTokens = 0
+        var outputTokens = 0
+        var costUSD: Double? = 0
+        var error: String?
+    }
 
     func handle(_ request: SubcallRequest) async throws -> SubcallResponse {
+        let callID = events.calls.nextID()
+        let iteration = iteration.value
+        let started = ContinuousClock.now
+        let call: String
+        let prompts: [String]
+        var modelName: String
+        switch request {
+        case .llmQuery(let prompt, let name):
+            (call, prompts, modelName) = ("llm_query", [prompt], name ?? configuration.subcallModel.name)
+        case .llmQueryBatched(let batch, let name):
+            (call, prompts, modelName) = ("llm_query_batched", batch, name ?? configuration.subcallModel.name)
+        case .rlmQuery(let prompt, _, let name):
+            (call, prompts, modelName) = ("rlm_query", [prompt], name ?? configuration.rootModel.name)
+        }
+        await events.emit(
+            .subcallStarted, depth: depth, iteration: iteration,
+            data: [
+                "call_id": .string(callID), "call": .string(call), "model": .string(modelName),
+                "prompts": .int(prompts.count),
+            ])
+        var record = Record()
+        func finish(_ response: SubcallResponse?, thrown: (any Error)? = nil) async {
+            switch response {
+            case .text(let text)?: record.reply = text
+            case .batch(let texts)?: record.reply = texts.first ?? ""
+            default: break
+            }
+            if let thrown { record.error = String(describing: thrown) }
+            meter.add(record.spent)
+            await events.emit(
+                .subcall, depth: depth, iteration: iteration,
+                data: [
+                    "call_id": .string(callID), "call": .string(call), "model": .string(modelName),
+                    "prompt": .string(prompts.first ?? ""), "reply": .string(record.reply),
+                    "prompts": .int(prompts.count), "input_tokens": .int(record.spent.inputTokens),
+                    "output_tokens": .int(record.spent.outputTokens), "cost_usd": JSONValue(record.spent.costUSD),
+                    "latency_ms": JSONValue(milliseconds(since: started)), "error": JSONValue(record.error),
+                ])
+        }
+        do {
+            let response = try await route(request, callID: callID, model: &modelName, record: &record)
+            await finish(response)
+            return response
+        } catch {
+            await finish(nil, thrown: error)
+            throw error
+        }
+    }
+
+    private func route(
+        _ request: SubcallRequest, callID: String, model modelName: inout String, record: inout Record
+    ) async throws -> SubcallResponse {
         switch request {
         case .llmQuery(let prompt, let name):
             let model: any LanguageModel
             switch configuration.model(named: name) {
             case .success(let found): model = found
-            case .failure(let refusal): return .text(refusal.message)
+            case .failure(let refusal):
+                record.error = refusal.message
+                return .text(refusal.message)
             }
+            modelName = name ?? model.name
             try await tracker.beginSubcalls(1)
-            await events.emit(
-                .subcall, depth: depth,
-                data: ["call": "llm_query", "prompt": cut(prompt), "model": name ?? model.name])
-            return .text(try await query(prompt, model: model))
+            let outcome = try await query(prompt, model: model)
+            record.add(outcome)
+            return .text(outcome.text)
         case .llmQueryBatched(let prompts, let name):
             let model: any LanguageModel
             switch configuration.model(named: name) {
             case .success(let found): model = found
-            case .failure(let refusal): return .batch(Array(repeating: refusal.message, count: prompts.count))
+            case .failure(let refusal):
+                record.error = refusal.message
+                return .batch(Array(repeating: refusal.message, count: prompts.count))
             }
+            modelName = name ?? model.name
             try await tracker.beginSubcalls(prompts.count)
-            await events.emit(
-                .subcall, depth: depth,
-                data: ["call": "llm_query_batched", "count": "\(prompts.count)", "model": name ?? model.name])
-            return .batch(try await queryBatch(prompts, model: model))
+            let outcomes = try await queryBatch(prompts, model: model)
+            for outcome in outcomes { record.add(outcome) }
+            return .batch(outcomes.map(\.text))
         case .rlmQuery(let prompt, let context, let name):
             // A child RLM is driven by the named model, or by the root model like its parent.
             var childConfiguration = configuration
             if let name {
                 switch configuration.model(named: name) {
                 case .success(let found): childConfiguration.rootModel = found
-                case .failure(let refusal): return .text(refusal.message)
+                case .failure(let refusal):
+                    record.error = refusal.message
+                    return .text(refusal.message)
                 }
             }
             try await tracker.beginSubcalls(1)
             let canRecurse = depth + 1 <= configuration.budget.maxDepth
-            await events.emit(
-                .subcall, depth: depth,
-                data: [
-                    "call": "rlm_query", "prompt": cut(prompt), "recursed": "\(canRecurse)",
-                    "model": name ?? childConfiguration.rootModel.name,
-                ])
             let childContext: ContextSource? =
                 switch context {
                 case .value(let json): ContextSource(Self.contextValue(json))
@@ -61,35 +140,49 @@ struct SubcallRouter: SubcallHandler {
                 var text = prompt
                 if let context, let rendered = Self.render(context) { text += "\n\n" + rendered }
                 let model = name == nil ? configuration.subcallModel : childConfiguration.rootModel
-                return .text(try await query(text, model: model))
+                modelName = model.name
+                let outcome = try await query(text, model: model)
+                record.add(outcome)
+                return .text(outcome.text)
             }
             // Every child holds a sandbox: the run's cap on live sandboxes bounds fan-out through threads or recursion.
             guard await tracker.acquireChildSlot(timeout: configuration.cellTimeout) else {
-                return .text(
+                let message =
                     "Error: rlm_query was not started: \(configuration.budget.maxLiveSandboxes) sandboxes are already "
-                        + "alive in this run and none freed up in time. Run fewer rlm_query calls at once.")
+                    + "alive in this run and none freed up in time. Run fewer rlm_query calls at once."
+                record.error = message
+                return .text(message)
             }
+            // The child's events carry this call's id as their scope: the sub-call tree can be rebuilt from them.
             let child = RLMLoop(
-                configuration: childConfiguration, context: childContext, depth: depth + 1, events: events)
+                configuration: childConfiguration, context: childContext, depth: depth + 1,
+                events: events.scoped(callID))
             let outcome: RLMLoop.Outcome
             do {
-                outcome = try await child.answer(query: prompt, tracker: tracker)
+                outcome = try await child.answer(query: prompt, tracker: tracker, calls: events.calls)
             } catch let refused as ChildCallRefused {
                 // A child's call that would cross the budget ends the child, not the run: the parent's code reads why.
                 await child.close()
                 await tracker.releaseChildSlot()
-                return .text("Error: the sub-RLM stopped: its next model call was not sent: \(refused.reason.message).")
+                record.spent = child.meter.total
+                let message = "Error: the sub-RLM stopped: its next model call was not sent: \(refused.reason.message)."
+                record.error = message
+                return .text(message)
             } catch {
                 await child.close()
                 await tracker.releaseChildSlot()
+                record.spent = child.meter.total
                 throw error
             }
             await child.close()
             await tracker.releaseChildSlot()
+            record.spent = child.meter.total
             switch outcome {
             case .answered(let answer): return .text(answer)
             case .noAnswer:
-                return .text("Error: the sub-RLM ran out of steps without an answer.")
+                let message = "Error: the sub-RLM ran out of steps without an answer."
+                record.error = message
+                return .text(message)
             }
         }
     }
@@ -98,11 +191,12 @@ struct SubcallRouter: SubcallHandler {
     /// cost budget, comes back as an error string the code can read — and is never sent: the model's fix is to split
     /// its input. The call's share of the budget is reserved before it is sent (so concurrent calls cannot together
     /// overshoot) and settled with the provider's real usage after.
-    func query(_ prompt: String, model: any LanguageModel) async throws -> String {
+    func query(_ prompt: String, model: any LanguageModel) async throws -> QueryOutcome {
         let promptTokens = estimateTokens(prompt)
         let reserve = min(configuration.maxOutputTokens ?? 1024, 1024)
         if let window = model.contextWindow, promptTokens + reserve > window {
-            return Self.overflowMessage(tokens: promptTokens, window: window, reserve: reserve)
+            let message = Self.overflowMessage(tokens: promptTokens, window: window, reserve: reserve)
+            return QueryOutcome(text: message, error: message)
         }
         let reservation: BudgetTracker.Reservation
         let maxOutput: Int?
@@ -110,7 +204,8 @@ struct SubcallRouter: SubcallHandler {
             promptTokens: promptTokens, model: model, configuration: configuration, tracker: tracker)
         {
         case .refused(let reason):
-            return "Error: this call was not sent: \(reason.message). Send a shorter prompt or fewer calls."
+            let message = "Error: this call was not sent: \(reason.message). Send a shorter prompt or fewer calls."
+            return QueryOutcome(text: message, error: message)
         case .reserved(let granted, let cap):
             reservation = granted
             maxOutput = cap
@@ -118,13 +213,17 @@ struct SubcallRouter: SubcallHandler {
         do {
             let completion = try await model.complete(
                 CompletionRequest(messages: [.user(prompt)], maxOutputTokens: maxOutput))
-            await tracker.settle(
-                reservation, usage: completion.usage, cost: configuration.cost(of: completion), isSubcall: true)
-            return completion.text
+            // Priced once: what the provider reported, else the table; `nil` (unknown) settles as 0.
+            let cost = completion.reportedCostUSD ?? configuration.cost(completion.model, completion.usage)
+            await tracker.settle(reservation, usage: completion.usage, cost: cost ?? 0, isSubcall: true)
+            return QueryOutcome(
+                text: completion.text, inputTokens: completion.usage.inputTokens,
+                outputTokens: completion.usage.outputTokens, costUSD: cost)
         } catch let error as LLMError where error.kind == .contextOverflow {
             await tracker.release(reservation)
             let window = model.contextWindow ?? 0
-            return Self.overflowMessage(tokens: promptTokens, window: window, reserve: reserve)
+            let message = Self.overflowMessage(tokens: promptTokens, window: window, reserve: reserve)
+            return QueryOutcome(text: message, error: message)
         } catch {
             await tracker.release(reservation)
             throw error
@@ -140,10 +239,10 @@ struct SubcallRouter: SubcallHandler {
             price: { usage in configuration.estimatedCost(of: usage, model: model) })
     }
 
-    func queryBatch(_ prompts: [String], model: any LanguageModel) async throws -> [String] {
+    func queryBatch(_ prompts: [String], model: any LanguageModel) async throws -> [QueryOutcome] {
         let limit = max(1, configuration.batchConcurrency)
-        return try await withThrowingTaskGroup(of: (Int, String).self) { group in
-            var answers = [String](repeating: "", count: prompts.count)
+        return try await withThrowingTaskGroup(of: (Int, QueryOutcome).self) { group in
+            var answers = [QueryOutcome](repeating: QueryOutcome(text: ""), count: prompts.count)
             var next = 0
             while next < min(limit, prompts.count) {
                 let index = next
@@ -206,10 +305,6 @@ struct SubcallRouter: SubcallHandler {
 /// A rough token count: about three characters a token, which overestimates English prose and fits logs and code.
 func estimateTokens(_ text: String) -> Int {
     (text.utf8.count + 2) / 3
-}
-
-func cut(_ text: String, _ limit: Int = 2000) -> String {
-    Prompts.headTail(text, limit: limit)
 }
 
 /// A child RLM's model call would cross the run's budget: the child stops and its parent's cell is told why.

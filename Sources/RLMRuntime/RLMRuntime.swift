@@ -165,10 +165,12 @@ public struct RLMRuntime: Sendable {
     /// - Parameters:
     ///   - plan: from ``prepare()`` (its secrets are redacted).
     ///   - path: the file; `nil` picks a new default path.
-    public func openTrajectory(_ plan: Plan, path: String?) throws -> TrajectoryWriter {
+    ///   - maskPII: also mask personal data in it (`--redact-pii`, see `PIIMask`).
+    public func openTrajectory(_ plan: Plan, path: String?, maskPII: Bool = false) throws -> TrajectoryWriter {
         let path = path ?? TrajectoryWriter.defaultPath(environment: environment)
         do {
-            return try TrajectoryWriter(path: path, secrets: plan.secrets)
+            return try TrajectoryWriter(
+                path: path, secrets: plan.secrets, maskPII: maskPII, settings: Self.trajectorySettings(plan, maskPII))
         } catch {
             throw RuntimeError.setup("cannot write the trajectory to \(path): \(error.localizedDescription)")
         }
@@ -219,6 +221,29 @@ public struct RLMRuntime: Sendable {
         case .local:
             preconditionFailure("local models are connected by withLocalModel")
         }
+    }
+
+    /// What `run_started` records of the front end's setup: the provider and its base URL (scheme, host, port and
+    /// path only: user info and query can hold credentials), and whether personal data is masked. Never a key.
+    static func trajectorySettings(_ plan: Plan, _ maskPII: Bool) -> [String: JSONValue] {
+        let endpoint = plan.models.root.endpoint
+        let provider: String
+        switch endpoint {
+        case .openAI: provider = "openai"
+        case .anthropic: provider = "anthropic"
+        case .local: provider = "local"
+        }
+        var settings: [String: JSONValue] = ["provider": .string(provider), "redact_pii": .bool(maskPII)]
+        if case .local = endpoint {
+            settings["base_url"] = nil
+        } else if var parts = URLComponents(string: baseURL(of: endpoint)) {
+            parts.user = nil
+            parts.password = nil
+            parts.query = nil
+            parts.fragment = nil
+            settings["base_url"] = .string(parts.string ?? "")
+        }
+        return settings
     }
 
     static func baseURL(of endpoint: ModelEndpoint) -> String {

@@ -3,6 +3,7 @@ import Foundation
 import RLM
 import RLMRuntime
 import RLMSandbox
+import RLMTrajectory
 import Synchronization
 
 struct RunCommand: AsyncParsableCommand {
@@ -47,8 +48,22 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Bytes the encoding cannot decode: strict (refuse or skip the file) or replace (U+FFFD).")
     var encodingErrors: String = "strict"
 
-    @Flag(help: "Name every file the context left out, and say how each was decoded when not as asked.")
+    @Flag(
+        help: """
+            Name every file the context left out, and say how each was decoded when not as asked; stream each code \
+            block and each cell's output to stderr as they happen (redacted).
+            """)
     var verbose = false
+
+    @Flag(help: "Print no progress and no notes on stderr (errors still print).")
+    var quiet = false
+
+    @Flag(
+        help: """
+            Also mask personal data in what is written down (the trajectory, --verbose output): emails, phone, \
+            card and id numbers become [EMAIL], [PHONE], [CARD], [ID]. The model still sees everything.
+            """)
+    var redactPII = false
 
     @Option(help: "Token budget (input + output) for the whole run.")
     var maxTokens: Int?
@@ -78,6 +93,7 @@ struct RunCommand: AsyncParsableCommand {
 
     func validate() throws {
         if let timeout { _ = try seconds(timeout, flag: "--timeout") }
+        if verbose && quiet { throw ValidationError("--verbose and --quiet cannot be used together") }
         _ = try limits()
         _ = try contextEncoding()
         guard !query.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
@@ -87,11 +103,12 @@ struct RunCommand: AsyncParsableCommand {
 
     func run() async throws {
         rawTerminalOutput = raw
+        let quiet = quiet
         let runtime = RLMRuntime(
             options: modelOptions.runtimeOptions(
                 maxTokens: maxTokens, maxCost: maxCost, timeout: timeout, maxSubcalls: maxSubcalls),
-            environment: ProcessInfo.processInfo.environment, onLocalActivity: localActivityDisplay(),
-            onNote: { note in printError("rlm: \(note)") })
+            environment: ProcessInfo.processInfo.environment, onLocalActivity: quiet ? nil : localActivityDisplay(),
+            onNote: { note in if !quiet { printError("rlm: \(note)") } })
         let record = RunRecord()
         defer { record.close() }
         let (query, contextPaths, trajectory, json) = (query, context, trajectory, json)
@@ -107,29 +124,37 @@ struct RunCommand: AsyncParsableCommand {
                 }
             ) {
                 let plan = try runtime.prepare()
+                record.planned(plan)
                 let limits = try limits()
                 let loaded =
                     contextPaths.isEmpty
                     ? nil
                     : try ContextPlanner(maxBytes: limits.maxContext, encoding: try contextEncoding())
                         .plan(contextPaths)
-                reportPlanned(loaded)
-                for note in plan.notes { printError("rlm: \(note)") }
+                if !quiet {
+                    reportPlanned(loaded)
+                    for note in plan.notes { printError("rlm: \(note)") }
+                }
                 let sandbox = ProcessSandbox(
                     configuration: try limits.sandbox(
                         forContextBytes: loaded?.totalBytes ?? 0, shape: loaded?.source.shape,
                         base: RLMRuntime.processSandbox(python: modelOptions.python).configuration))
-                let writer = try runtime.openTrajectory(plan, path: trajectory)
+                let writer = try runtime.openTrajectory(plan, path: trajectory, maskPII: redactPII)
                 record.opened(writer)
-                let progress = RunProgress(maxIterations: maxIterations)
-                defer { progress.finish() }
                 let verbose = verbose
+                // Everything printed is redacted like the trajectory: the run's secrets, credential shapes, and
+                // personal data when asked.
+                let progress = RunProgress(
+                    maxIterations: maxIterations, display: !quiet,
+                    verbose: verbose ? SecretRedactor(secrets: plan.secrets, maskPII: redactPII) : nil)
+                defer { progress.finish() }
                 let result = try await runtime.withConfiguration(plan, sandbox: sandbox) { configuration in
                     var configuration = configuration
                     configuration.onEvent = { event in
                         writer.write(event)
+                        record.observe(event)
                         progress.update(event)
-                        if event.kind == .contextLoaded, event.depth == 0 {
+                        if event.kind == .contextLoaded, event.depth == 0, !quiet {
                             Self.reportLoaded(event, verbose: verbose)
                         }
                     }
@@ -138,6 +163,7 @@ struct RunCommand: AsyncParsableCommand {
                 }
                 return (result, writer.path)
             }
+            record.audit { models, _ in AuditLog.Entry(result: result, models: models, trajectory: path) }
             try report(result, trajectory: path)
         } catch let exit as ExitCode {
             throw exit
@@ -192,23 +218,31 @@ struct RunCommand: AsyncParsableCommand {
     }
 
     /// What the sandbox left out or decoded otherwise while it built the context, and an empty context, on stderr.
+    /// - Parameters:
+    ///   - event: the root's `context_loaded`.
+    ///   - verbose: name the files, not only count them.
     static func reportLoaded(_ event: RLMEvent, verbose: Bool) {
         let data = event.data
-        if data["empty"] == "true" {
+        if data["empty"]?.boolValue == true {
             printError("rlm: note: the context is empty: the model is told there is no data")
         }
-        if let count = data["skipped"] {
-            printError("rlm: note: \(count) files left out while reading" + (verbose ? ":" : "; --verbose names them"))
-            if verbose, let names = data["skipped_files"] {
-                for line in names.split(separator: "\n") { printError("rlm:   \(line)") }
+        func notices(_ key: String) -> [String] {
+            (data[key]?.arrayValue ?? []).map { notice in
+                "\(notice["label"]?.stringValue ?? "?"): \(notice["reason"]?.stringValue ?? "")"
             }
         }
-        if let decoded = data["decoded_as"] {
-            let lines = decoded.split(separator: "\n")
+        let skipped = notices("skipped")
+        if !skipped.isEmpty {
+            let count = data["skipped_count"]?.intValue ?? skipped.count
+            printError("rlm: note: \(count) files left out while reading" + (verbose ? ":" : "; --verbose names them"))
+            if verbose { for line in skipped { printError("rlm:   \(line)") } }
+        }
+        let decoded = notices("decoded_as")
+        if !decoded.isEmpty {
             printError(
-                "rlm: note: \(lines.count) files were not decoded as asked" + (verbose ? ":" : "; --verbose names them")
-            )
-            if verbose { for line in lines { printError("rlm:   \(line)") } }
+                "rlm: note: \(decoded.count) files were not decoded as asked"
+                    + (verbose ? ":" : "; --verbose names them"))
+            if verbose { for line in decoded { printError("rlm:   \(line)") } }
         }
     }
 
@@ -230,10 +264,15 @@ struct RunCommand: AsyncParsableCommand {
             let name = interrupted.signal == SIGTERM ? "SIGTERM" : "SIGINT"
             failure = RunFailure(.interrupted, "interrupted by \(name); the run was stopped and its sandboxes killed")
             status = 128 + interrupted.signal
-            record.write(
-                RLMEvent(kind: .runFinished, depth: 0, iteration: 0, data: ["status": "interrupted", "signal": name]))
+            record.writeInterrupted(signal: name)
         }
         let path = record.path
+        let kind = failure.kind.rawValue
+        record.audit { models, usage in
+            AuditLog.Entry(
+                errorKind: kind, models: models, trajectory: path, usage: usage,
+                duration: ContinuousClock.now - record.started)
+        }
         if json {
             writeJSON([
                 "status": "error", "answer": NSNull(), "usage": NSNull(), "trajectory": path ?? NSNull(),
@@ -270,7 +309,7 @@ struct RunCommand: AsyncParsableCommand {
             writeJSON(object)
         } else {
             if let answer = result.answer { writeOut(answer + "\n") }
-            printError("rlm: trajectory: \(trajectory)")
+            if !quiet { printError("rlm: trajectory: \(trajectory)") }
         }
         if case .budgetExhausted(let reason) = result.status {
             printError(
@@ -296,6 +335,50 @@ func writeJSON(_ object: [String: Any]) {
 /// The run's trajectory, shared by the run and whoever reports its end (a forced exit included).
 final class RunRecord: Sendable {
     private let writer = Mutex<TrajectoryWriter?>(nil)
+    private let seen = Mutex<(iterations: Int, usage: RunUsage?)>((0, nil))
+    /// What the audit line names: the models the run could call, and the secrets its redactor must know.
+    private let planning = Mutex<(models: [String], secrets: [String])>(([], []))
+    /// When the run began.
+    let started = ContinuousClock.now
+    private var start: ContinuousClock.Instant { started }
+
+    /// The models and secrets the run resolved, for its audit line.
+    func planned(_ plan: RLMRuntime.Plan) {
+        let models = plan.models
+        let names = [models.root.name] + (models.sub.map { [$0.name] } ?? []) + models.callable.keys.sorted()
+        planning.withLock { $0 = (names, plan.secrets) }
+    }
+
+    /// Appends the run's line to the audit log (`$XDG_STATE_HOME/swiftrlm/audit.jsonl`), redacted with the run's
+    /// secrets. A log that cannot be written is said on stderr; the run's outcome stands.
+    func audit(_ entry: (_ models: [String], _ usage: RunUsage?) -> AuditLog.Entry) {
+        let (models, secrets) = planning.withLock { $0 }
+        let usage = seen.withLock { $0.usage }
+        do {
+            try AuditLog(secrets: secrets, environment: ProcessInfo.processInfo.environment)
+                .append(entry(models, usage))
+        } catch {
+            printError("rlm: the audit log could not be written: \(error)")
+        }
+    }
+
+    /// Follows the run's events, for the record of an interrupted run.
+    func observe(_ event: RLMEvent) {
+        seen.withLock { seen in
+            if event.depth == 0 { seen.iterations = max(seen.iterations, event.iteration) }
+            if let usage = event.usage { seen.usage = usage }
+        }
+    }
+
+    /// Ends the trajectory with `run_finished`, status `interrupted`.
+    /// - Parameter signal: `SIGINT` or `SIGTERM`.
+    func writeInterrupted(signal: String) {
+        let (iterations, usage) = seen.withLock { $0 }
+        write(
+            RLMEvent.interrupted(
+                signal: signal, iterations: iterations,
+                durationMilliseconds: (ContinuousClock.now - start).inMilliseconds, usage: usage))
+    }
 
     /// The trajectory was opened.
     func opened(_ trajectory: TrajectoryWriter) { writer.withLock { $0 = trajectory } }

@@ -13,8 +13,10 @@ struct SandboxREPL: AsyncParsableCommand {
         commandName: "repl",
         abstract: "An interactive Python REPL in one sandbox session (state persists across cells).",
         discussion: """
-            A cell is one line, or a block: a line ending in ':' or with open brackets continues until an empty
-            line. Ctrl-C interrupts the running cell; Ctrl-D quits.
+            A cell is one line, or a block: a line ending in ':' or with open brackets continues until an empty \
+            line. On a terminal: line editing and history (Up/Down, kept in $XDG_STATE_HOME/swiftrlm/history/repl). \
+            Ctrl-C interrupts the running cell (its variables are kept) or drops the lines typed; Ctrl-D, exit() or \
+            quit() ends the REPL, and so does a cell that raises SystemExit (sys.exit(N) ends with status N).
             """
     )
 
@@ -44,6 +46,9 @@ struct SandboxREPL: AsyncParsableCommand {
             let info = await session.info
             printError("SwiftRLM sandbox: Python \(info.pythonVersion), uid \(info.hostUID), landlock \(info.landlock)")
         }
+        let editor =
+            interactive
+            ? LineEditor.forTerminal(historyName: "repl", environment: ProcessInfo.processInfo.environment) : nil
         let current = CurrentSession(session)
         signal(SIGINT, SIG_IGN)
         let interrupts = DispatchSource.makeSignalSource(signal: SIGINT)
@@ -52,23 +57,49 @@ struct SandboxREPL: AsyncParsableCommand {
         }
         interrupts.resume()
         defer { interrupts.cancel() }
-        // SIGTERM ends the REPL cleanly: the sandbox is killed and its cgroups removed before the process exits.
-        signal(SIGTERM, SIG_IGN)
-        let terminations = DispatchSource.makeSignalSource(signal: SIGTERM)
-        terminations.setEventHandler {
-            Task {
-                await current.get().shutdown()
-                Foundation.exit(128 + SIGTERM)
+        // SIGTERM and SIGHUP (the terminal closed) end the REPL cleanly: the sandbox is killed and its cgroups
+        // removed before the process exits (which puts the terminal back).
+        let terminations = [SIGTERM, SIGHUP].map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number)
+            source.setEventHandler {
+                Task {
+                    await current.get().shutdown()
+                    Foundation.exit(128 + number)
+                }
             }
+            source.resume()
+            return source
         }
-        terminations.resume()
-        defer { terminations.cancel() }
+        defer { terminations.forEach { $0.cancel() } }
 
-        while let cell = readCell(interactive: interactive) {
+        var status: Int32 = 0
+        reading: while true {
+            guard let input = await readOffPool({ Self.readCell(editor: editor) }) else { break }
+            let cell: String
+            switch input {
+            case .endOfInput: break reading
+            case .interrupted:
+                // As Python's own prompt: the lines typed so far are dropped.
+                printError("KeyboardInterrupt")
+                continue reading
+            case .cell(let text): cell = text
+            }
             if cell.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty { continue }
+            // The sandbox has no `exit`/`quit` (no site module): they end the REPL here, never in Python.
+            if let code = Self.exitStatus(ofCommand: cell) {
+                status = code
+                break
+            }
             do {
                 let result = try await session.run(cell, timeout: Duration(userSeconds: timeout))
                 writeOut(result.stdout)
+                // `sys.exit(…)` or `raise SystemExit` in a cell ends the REPL with its status, as in Python.
+                if let error = result.error, error.type == "SystemExit", !result.timedOut, !result.stateLost {
+                    writeErr(result.stderr)
+                    status = Self.exitStatus(ofSystemExit: error.message)
+                    break
+                }
                 var stderr = result.stderr
                 if let error = result.error {
                     stderr += error.traceback.isEmpty ? "\(error.type): \(error.message)\n" : error.traceback
@@ -87,28 +118,68 @@ struct SandboxREPL: AsyncParsableCommand {
             }
         }
         await session.shutdown()
+        if status != 0 { throw ExitCode(status) }
     }
 
-    /// Reads one cell; `nil` at end of input.
-    private func readCell(interactive: Bool) -> String? {
-        if interactive { FileHandle.standardError.write(Data(">>> ".utf8)) }
-        guard let first = readLine(strippingNewline: true) else { return nil }
+    /// What one read brought.
+    private enum Input: Sendable {
+        case cell(String)
+        case interrupted
+        case endOfInput
+    }
+
+    /// Reads one cell (blocking: call it off the cooperative pool). A cell is one line, or a block: a line ending in
+    /// ':' or '\\', or with open brackets, continues until an empty line.
+    private static func readCell(editor: LineEditor?) -> Input {
+        func line(_ prompt: String) -> Input {
+            if let editor {
+                switch editor.readLine(prompt: prompt) {
+                case .line(let line): return .cell(line)
+                case .interrupted: return .interrupted
+                case .endOfInput: return .endOfInput
+                }
+            }
+            return Swift.readLine(strippingNewline: true).map { .cell($0) } ?? .endOfInput
+        }
+        let opening = line(">>> ")
+        guard case .cell(let first) = opening else { return opening }
         var lines = [first]
         var depth = bracketDepth(first)
         var block = first.trimmingCharacters(in: .whitespaces).hasSuffix(":") || first.hasSuffix("\\")
         while block || depth > 0 {
-            if interactive { FileHandle.standardError.write(Data("... ".utf8)) }
-            guard let next = readLine(strippingNewline: true) else { break }
+            let input = line("... ")
+            if case .interrupted = input { return .interrupted }
+            guard case .cell(let next) = input else { break }
             if next.trimmingCharacters(in: .whitespaces).isEmpty && depth <= 0 { break }
             lines.append(next)
             depth += bracketDepth(next)
             if next.trimmingCharacters(in: .whitespaces).hasSuffix(":") { block = true }
         }
-        return lines.joined(separator: "\n")
+        return .cell(lines.joined(separator: "\n"))
+    }
+
+    /// `exit`, `quit`, `exit()`, `quit()` → 0, `exit(3)` → 3; anything else is Python's.
+    static func exitStatus(ofCommand cell: String) -> Int32? {
+        let text = cell.trimmingCharacters(in: .whitespacesAndNewlines)
+        for name in ["exit", "quit"] where text.hasPrefix(name) {
+            let rest = text.dropFirst(name.count).filter { !$0.isWhitespace }
+            if rest.isEmpty || rest == "()" { return 0 }
+            guard rest.hasPrefix("("), rest.hasSuffix(")") else { return nil }
+            return Int32(rest.dropFirst().dropLast()).map { $0 & 0xFF }
+        }
+        return nil
+    }
+
+    /// Python's status for `SystemExit(message)`: none or 0 → 0, an integer → it, anything else is printed → 1.
+    static func exitStatus(ofSystemExit message: String) -> Int32 {
+        if ["", "None", "0"].contains(message) { return 0 }
+        if let code = Int32(message) { return code & 0xFF }
+        printError(message)
+        return 1
     }
 
     /// Open minus closed brackets outside string literals (a heuristic good enough for a prompt).
-    private func bracketDepth(_ line: String) -> Int {
+    private static func bracketDepth(_ line: String) -> Int {
         var depth = 0
         var quote: Character?
         var escaped = false

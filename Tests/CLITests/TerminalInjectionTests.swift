@@ -106,10 +106,11 @@ struct TerminalInjectionTests {
         try "text".write(to: dir.appendingPathComponent("ok.txt"), atomically: true, encoding: .utf8)
         try Data([0, 1, 2]).write(to: dir.appendingPathComponent("evil\u{1B}]0;pwned\u{07}\u{1B}[2J.bin"))
         let shown = try await onTerminal(
-            "stderr", ["run", "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--context", dir.path, "q"],
+            "stderr",
+            ["run", "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--context", dir.path, "--verbose", "q"],
             environment: ["HOME": NSTemporaryDirectory()])
         let text = String(decoding: shown.bytes, as: UTF8.self)
-        #expect(text.contains("binary file skipped"), "\(text)")
+        #expect(text.contains("binary file"), "\(text)")
         #expect(!Self.containsRawControls(shown.bytes))
         #expect(text.contains(#"evil\x1b]0;pwned\x07\x1b[2J.bin"#))
     }

@@ -57,4 +57,19 @@ struct SecretRedactorTests {
         #expect(!text.contains(Self.planted[0].1.suffix(16)))
         #expect(!text.contains("AKIAIOSFODNN7EXAMPLE"))
     }
+
+    /// Redaction comes before the cut: every shape, placed across the head's end of a cut, is gone whole — not one
+    /// piece of its body is kept.
+    @Test(arguments: planted.map(\.0))
+    func aCredentialShapeCrossingACutIsRedactedWhole(kind: String) throws {
+        let secret = try #require(Self.planted.first { $0.0 == kind }?.1)
+        let half = (2000 - 40) / 2
+        let text =
+            String(repeating: "a", count: half - secret.count / 2) + "\n" + secret + "\n"
+            + String(repeating: "b", count: 5000)
+        let written = SecretRedactor().redactThenCut(text, limit: 2000)
+        #expect(written.contains("characters cut"))
+        #expect(!written.contains(secret.suffix(8)), "\(kind): \(written.suffix(2000).prefix(80))")
+        #expect(!written.contains(secret.suffix(16).prefix(8)), "\(kind)")
+    }
 }

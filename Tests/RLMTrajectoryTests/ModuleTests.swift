@@ -1,6 +1,0 @@
-import RLMTrajectory
-import Testing
-
-@Test func theSchemaVersionIsOne() {
-    #expect(RLMTrajectory.schemaVersion == 1)
-}
