@@ -4,6 +4,7 @@ import Foundation
 import RLM
 import RLMRuntime
 import RLMSandbox
+import RLMTrajectory
 import Synchronization
 
 /// `rlm chat`: question after question over one context, loaded once into one REPL whose variables persist.
@@ -82,6 +83,7 @@ struct ChatCommand: AsyncParsableCommand {
             let sandbox = try contextOptions.sandbox(for: planned, python: python)
             let writer = try runtime.openTrajectory(plan, path: trajectory)
             conversation.opened(writer)
+            conversation.planned(plan)
             return try await runtime.withConfiguration(plan, sandbox: sandbox) { configuration in
                 var configuration = configuration
                 configuration.onEvent = { event in
@@ -204,6 +206,9 @@ final class Conversation: Sendable {
         var questionInterrupted = false
         var progress: RunProgress?
         var stoppedBy: Int32?
+        /// What each question's audit line names: the models the run could call, and the secrets to redact.
+        var models: [String] = []
+        var secrets: [String] = []
     }
 
     private let state = Mutex(State())
@@ -219,6 +224,26 @@ final class Conversation: Sendable {
     /// The trajectory's path, once opened.
     var path: String? { state.withLock { $0.writer?.path } }
 
+    /// The models and secrets the conversation resolved, for the audit lines.
+    func planned(_ plan: RLMRuntime.Plan) {
+        let models = plan.models
+        let names = [models.root.name] + (models.sub.map { [$0.name] } ?? []) + models.callable.keys.sorted()
+        state.withLock { state in
+            state.models = names
+            state.secrets = plan.secrets
+        }
+    }
+
+    /// Appends one question's line to the audit log (each answer is a run). A log that cannot be written is said.
+    private func audit(_ entry: (_ models: [String]) -> AuditLog.Entry) {
+        let (models, secrets) = state.withLock { ($0.models, $0.secrets) }
+        do {
+            try AuditLog(secrets: secrets, environment: ProcessInfo.processInfo.environment).append(entry(models))
+        } catch {
+            printError("rlm: the audit log could not be written: \(error)")
+        }
+    }
+
     /// The progress line of the question running.
     var progress: RunProgress? { state.withLock { $0.progress } }
 
@@ -228,6 +253,7 @@ final class Conversation: Sendable {
     /// Answers one question as its own run of the trajectory. Cancelling the caller, or ``interruptQuestion()``,
     /// stops it: the engine then kills the sandbox if a cell was running.
     func ask(_ question: String, session: RLMSession, progress: RunProgress) async -> Outcome {
+        let started = ContinuousClock.now
         // Each question is its own run of the one trajectory file.
         state.withLock { state in
             state.asked += 1
@@ -250,8 +276,10 @@ final class Conversation: Sendable {
             state.progress = nil
             return state.questionInterrupted
         }
+        let trajectory = path
         switch result {
         case .success(let result):
+            audit { AuditLog.Entry(result: result, models: $0, trajectory: trajectory) }
             switch result.status {
             case .answered: return .answered(result.answer ?? "")
             case .budgetExhausted(let reason): return .noAnswer(reason.message)
@@ -259,9 +287,20 @@ final class Conversation: Sendable {
         case .failure(let error):
             if interrupted || Task.isCancelled || error is CancellationError {
                 if let signal = interrupted ? SIGINT : stoppedBy { recordInterrupted(signal) }
+                audit {
+                    AuditLog.Entry(
+                        errorKind: "interrupted", models: $0, trajectory: trajectory,
+                        duration: ContinuousClock.now - started)
+                }
                 return .interrupted
             }
-            return .failed(RunFailure.classify(error))
+            let failure = RunFailure.classify(error)
+            audit {
+                AuditLog.Entry(
+                    errorKind: failure.kind.rawValue, models: $0, trajectory: trajectory,
+                    duration: ContinuousClock.now - started)
+            }
+            return .failed(failure)
         }
     }
 

@@ -211,6 +211,10 @@ struct ChatTests {
             #expect(result.stdout == "one\n21\n")
             #expect(!result.stderr.contains("rlm> "))
             #expect(!FileManager.default.fileExists(atPath: state + "/swiftrlm/history"), "no history without a tty")
+            // Each answer is a run: one audit line each.
+            let audit = (try? String(contentsOfFile: state + "/swiftrlm/audit.jsonl", encoding: .utf8)) ?? ""
+            #expect(audit.split(separator: "\n").count == 2, "\(audit)")
+            #expect(audit.components(separatedBy: "\"outcome\":\"answered\"").count == 3, "\(audit)")
         }
     }
 
