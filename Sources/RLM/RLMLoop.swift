@@ -190,6 +190,11 @@ actor RLMLoop {
                 summary = measured
                 await events.emit(
                     .contextLoaded, depth: depth, iteration: iterationsUsed, data: Self.describe(measured))
+            } else if context != nil {
+                // A new sandbox after the last one was killed (a timeout, memory, a cancelled question).
+                await events.emit(
+                    .note, depth: depth, iteration: iterationsUsed,
+                    data: ["note": "a fresh sandbox was started and the context loaded again; variables are gone"])
             }
         } catch {
             await fresh.shutdown()
