@@ -34,7 +34,11 @@ struct ContextOptions: ParsableArguments {
     @Option(help: "Bytes the encoding cannot decode: strict (refuse or skip the file) or replace (U+FFFD).")
     var encodingErrors: String = "strict"
 
-    @Flag(help: "Name every file the context left out, and say how each was decoded when not as asked.")
+    @Flag(
+        help: """
+            Name every file the context left out, and say how each was decoded when not as asked; with rlm run, \
+            also stream each code block and each cell's output to stderr as they happen (redacted).
+            """)
     var verbose = false
 
     func validate() throws {
@@ -73,11 +77,12 @@ struct ContextOptions: ParsableArguments {
     /// stderr what planning left out.
     /// - Returns: the plan, or `nil` when no `--context` was given.
     /// - Throws: a usage error for bad flags; ``ContextLoadError`` for a context that cannot be read or is too large.
-    func plan() throws -> ContextPlanner.Plan? {
+    /// - Parameter report: say on stderr what planning left out (`--quiet` does not).
+    func plan(report: Bool = true) throws -> ContextPlanner.Plan? {
         let planned =
             context.isEmpty
             ? nil : try ContextPlanner(maxBytes: try limits().maxContext, encoding: try contextEncoding()).plan(context)
-        reportPlanned(planned)
+        if report { reportPlanned(planned) }
         return planned
     }
 
@@ -115,8 +120,28 @@ struct ContextOptions: ParsableArguments {
     /// - Parameter event: an event of the run.
     func reportLoaded(_ event: RLMEvent) {
         guard event.kind == .contextLoaded, event.depth == 0 else { return }
-        // One implementation while `rlm run` still has its own flags (it moves here when RunCommand uses these).
-        RunCommand.reportLoaded(event, verbose: verbose)
+        let data = event.data
+        if data["empty"]?.boolValue == true {
+            printError("rlm: note: the context is empty: the model is told there is no data")
+        }
+        func notices(_ key: String) -> [String] {
+            (data[key]?.arrayValue ?? []).map { notice in
+                "\(notice["label"]?.stringValue ?? "?"): \(notice["reason"]?.stringValue ?? "")"
+            }
+        }
+        let skipped = notices("skipped")
+        if !skipped.isEmpty {
+            let count = data["skipped_count"]?.intValue ?? skipped.count
+            printError("rlm: note: \(count) files left out while reading" + (verbose ? ":" : "; --verbose names them"))
+            if verbose { for line in skipped { printError("rlm:   \(line)") } }
+        }
+        let decoded = notices("decoded_as")
+        if !decoded.isEmpty {
+            printError(
+                "rlm: note: \(decoded.count) files were not decoded as asked"
+                    + (verbose ? ":" : "; --verbose names them"))
+            if verbose { for line in decoded { printError("rlm:   \(line)") } }
+        }
     }
 
     /// "2 symbolic link, skipped; 1 not a regular file, skipped" → counts by reason.

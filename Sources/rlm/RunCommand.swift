@@ -21,39 +21,7 @@ struct RunCommand: AsyncParsableCommand {
 
     @OptionGroup var modelOptions: ModelOptions
 
-    @Option(
-        help: """
-            A file, a directory or - for stdin. Repeatable. A directory inside a git work tree loads what git \
-            tracks or would track (.gitignore applies); elsewhere hidden and build folders are skipped. Symbolic \
-            links, FIFOs, sockets and devices are never read.
-            """)
-    var context: [String] = []
-
-    @Option(help: "The most bytes of context to load (e.g. 2G; default: a quarter of RAM, at most 16G).")
-    var maxContext: String?
-
-    @Option(help: "Memory of each sandbox (e.g. 4G; default: twice the context plus 512M, at least 1G).")
-    var memory: String?
-
-    @Option(help: "Size of each sandbox's work dir (e.g. 1G; default: the context's size, at least 256M).")
-    var workdirSize: String?
-
-    @Option(
-        help: """
-            How context files are decoded: auto (a byte-order mark, else UTF-8, else Latin-1 for a file that is \
-            not UTF-8 and has no NUL byte) or a Python codec name (utf-8, latin-1, utf-16, cp1252, …).
-            """)
-    var encoding: String = "auto"
-
-    @Option(help: "Bytes the encoding cannot decode: strict (refuse or skip the file) or replace (U+FFFD).")
-    var encodingErrors: String = "strict"
-
-    @Flag(
-        help: """
-            Name every file the context left out, and say how each was decoded when not as asked; stream each code \
-            block and each cell's output to stderr as they happen (redacted).
-            """)
-    var verbose = false
+    @OptionGroup var contextOptions: ContextOptions
 
     @Flag(help: "Print no progress and no notes on stderr (errors still print).")
     var quiet = false
@@ -93,9 +61,9 @@ struct RunCommand: AsyncParsableCommand {
 
     func validate() throws {
         if let timeout { _ = try seconds(timeout, flag: "--timeout") }
-        if verbose && quiet { throw ValidationError("--verbose and --quiet cannot be used together") }
-        _ = try limits()
-        _ = try contextEncoding()
+        if contextOptions.verbose && quiet {
+            throw ValidationError("--verbose and --quiet cannot be used together")
+        }
         guard !query.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
             throw ValidationError("the question is empty")
         }
@@ -111,7 +79,7 @@ struct RunCommand: AsyncParsableCommand {
             onNote: { note in if !quiet { printError("rlm: \(note)") } })
         let record = RunRecord()
         defer { record.close() }
-        let (query, contextPaths, trajectory, json) = (query, context, trajectory, json)
+        let (query, contextOptions, trajectory, json) = (query, contextOptions, trajectory, json)
         let maxIterations = modelOptions.maxIterations
         do {
             // Everything from here on stops cleanly on SIGINT/SIGTERM: the sandboxes are killed, the calls
@@ -125,23 +93,12 @@ struct RunCommand: AsyncParsableCommand {
             ) {
                 let plan = try runtime.prepare()
                 record.planned(plan)
-                let limits = try limits()
-                let loaded =
-                    contextPaths.isEmpty
-                    ? nil
-                    : try ContextPlanner(maxBytes: limits.maxContext, encoding: try contextEncoding())
-                        .plan(contextPaths)
-                if !quiet {
-                    reportPlanned(loaded)
-                    for note in plan.notes { printError("rlm: \(note)") }
-                }
-                let sandbox = ProcessSandbox(
-                    configuration: try limits.sandbox(
-                        forContextBytes: loaded?.totalBytes ?? 0, shape: loaded?.source.shape,
-                        base: RLMRuntime.processSandbox(python: modelOptions.python).configuration))
+                let loaded = try contextOptions.plan(report: !quiet)
+                if !quiet { for note in plan.notes { printError("rlm: \(note)") } }
+                let sandbox = try contextOptions.sandbox(for: loaded, python: modelOptions.python)
                 let writer = try runtime.openTrajectory(plan, path: trajectory, maskPII: redactPII)
                 record.opened(writer)
-                let verbose = verbose
+                let verbose = contextOptions.verbose
                 // Everything printed is redacted like the trajectory: the run's secrets, credential shapes, and
                 // personal data when asked.
                 let progress = RunProgress(
@@ -154,9 +111,7 @@ struct RunCommand: AsyncParsableCommand {
                         writer.write(event)
                         record.observe(event)
                         progress.update(event)
-                        if event.kind == .contextLoaded, event.depth == 0, !quiet {
-                            Self.reportLoaded(event, verbose: verbose)
-                        }
+                        if !quiet { contextOptions.reportLoaded(event) }
                     }
                     return try await RLMEngine(configuration: configuration).run(
                         query: query, source: loaded?.source)
@@ -170,87 +125,6 @@ struct RunCommand: AsyncParsableCommand {
         } catch {
             throw ExitCode(Self.reportFailure(error, record: record, json: json))
         }
-    }
-
-    /// The limits the flags set.
-    func limits() throws -> ContextLimits {
-        func size(_ text: String?, flag: String) throws -> Int? {
-            guard let text else { return nil }
-            guard let bytes = ByteSize.parse(text) else {
-                throw ValidationError(
-                    "\(flag) \(text) is not a size: write e.g. 512M, 2G or 1.5GiB (a plain number is MiB)")
-            }
-            return bytes
-        }
-        return ContextLimits(
-            memoryBytes: try size(memory, flag: "--memory"),
-            workDirBytes: try size(workdirSize, flag: "--workdir-size"),
-            maxContextBytes: try size(maxContext, flag: "--max-context"))
-    }
-
-    /// The decoding the flags ask for.
-    func contextEncoding() throws -> ContextEncoding {
-        guard let errors = ContextEncoding.Errors(rawValue: encodingErrors) else {
-            throw ValidationError("--encoding-errors must be strict or replace, not \(encodingErrors)")
-        }
-        let name = encoding.trimmingCharacters(in: .whitespaces)
-        guard !name.isEmpty, name.count <= 64, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) })
-        else { throw ValidationError("--encoding \(encoding) is not an encoding name (auto, utf-8, latin-1, …)") }
-        return ContextEncoding(name: name.lowercased(), errors: errors)
-    }
-
-    /// What the host left out of the context while planning it, on stderr: counts always, names with --verbose.
-    private func reportPlanned(_ planned: ContextPlanner.Plan?) {
-        guard let planned else {
-            printError("rlm: note: no --context given: the model answers from the question alone")
-            return
-        }
-        for note in planned.notes { printError("rlm: note: \(note)") }
-        if planned.ignored > 0 {
-            printError("rlm: note: \(planned.ignored) files left out by .gitignore rules")
-        }
-        if !planned.skipped.isEmpty {
-            printError(
-                "rlm: note: \(planned.skipped.count) files skipped (\(Self.tally(planned.skipped)))"
-                    + (verbose ? ":" : "; --verbose names them"))
-            if verbose { for notice in planned.skipped { printError("rlm:   \(notice.label): \(notice.reason)") } }
-        }
-    }
-
-    /// What the sandbox left out or decoded otherwise while it built the context, and an empty context, on stderr.
-    /// - Parameters:
-    ///   - event: the root's `context_loaded`.
-    ///   - verbose: name the files, not only count them.
-    static func reportLoaded(_ event: RLMEvent, verbose: Bool) {
-        let data = event.data
-        if data["empty"]?.boolValue == true {
-            printError("rlm: note: the context is empty: the model is told there is no data")
-        }
-        func notices(_ key: String) -> [String] {
-            (data[key]?.arrayValue ?? []).map { notice in
-                "\(notice["label"]?.stringValue ?? "?"): \(notice["reason"]?.stringValue ?? "")"
-            }
-        }
-        let skipped = notices("skipped")
-        if !skipped.isEmpty {
-            let count = data["skipped_count"]?.intValue ?? skipped.count
-            printError("rlm: note: \(count) files left out while reading" + (verbose ? ":" : "; --verbose names them"))
-            if verbose { for line in skipped { printError("rlm:   \(line)") } }
-        }
-        let decoded = notices("decoded_as")
-        if !decoded.isEmpty {
-            printError(
-                "rlm: note: \(decoded.count) files were not decoded as asked"
-                    + (verbose ? ":" : "; --verbose names them"))
-            if verbose { for line in decoded { printError("rlm:   \(line)") } }
-        }
-    }
-
-    /// "2 symbolic link, skipped, 1 not a regular file, skipped" → counts by reason.
-    private static func tally(_ notices: [ContextSummary.Notice]) -> String {
-        var counts = [String: Int]()
-        for notice in notices { counts[notice.reason, default: 0] += 1 }
-        return counts.sorted { $0.value > $1.value }.map { "\($0.value) \($0.key)" }.joined(separator: "; ")
     }
 
     /// Reports a failed run the one way every path shares: one JSON object with `--json`, else a message and the
