@@ -140,6 +140,8 @@ struct RunCommand: AsyncParsableCommand {
             status = 128 + interrupted.signal
             record.writeInterrupted(signal: name)
         }
+        // An error message can quote what a server or the sandbox said: redacted like everything written down.
+        failure.message = record.redact(failure.message)
         let path = record.path
         let kind = failure.kind.rawValue
         record.audit { models, usage in
@@ -215,6 +217,11 @@ final class RunRecord: Sendable {
     /// When the run began.
     let started = ContinuousClock.now
     private var start: ContinuousClock.Instant { started }
+
+    /// `text` with the run's secrets and every credential shape replaced (the secrets known once the run is planned).
+    func redact(_ text: String) -> String {
+        SecretRedactor(secrets: planning.withLock { $0.secrets }).redact(text)
+    }
 
     /// The models and secrets the run resolved, for its audit line.
     func planned(_ plan: RLMRuntime.Plan) {

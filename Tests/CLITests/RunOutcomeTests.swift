@@ -46,6 +46,29 @@ struct RunOutcomeTests {
         try expectJSONError(result, kind: "unreachable", status: 1, mentions: "127.0.0.1:\(port)")
     }
 
+    /// A server whose error message quotes the key (some gateways echo the Authorization header) and another
+    /// credential: the message reaches the user, neither secret does — in `--json` and on stderr.
+    @Test func anErrorMessageQuotingTheKeyIsRedacted() async throws {
+        let key = "sk-echoed-0123456789abcdefghijklmnopqrst"
+        let handler = FakeLLMServer.Handler { _ in
+            .error(
+                status: 400,
+                message: "bad request with Authorization: Bearer \(key) from ghp_abcdefghijklmnopqrstuvwxyz0123456789")
+        }
+        try await FakeLLMServer.withServer(handler) { server in
+            for json in [true, false] {
+                let result = try await runRLM(
+                    ["run", "--base-url", server.openAIBaseURL, "--api-key-env", "MY_KEY", "--model", "m"]
+                        + (json ? ["--json"] : []) + ["q"],
+                    environment: ["MY_KEY": key])
+                #expect(result.status != 0)
+                #expect(result.stdout.contains("bad request") || result.stderr.contains("bad request"))
+                #expect(
+                    !(result.stdout + result.stderr).contains("0123456789abcdef"), "\(result.stdout)\(result.stderr)")
+            }
+        }
+    }
+
     @Test func aRefusedKeyIsJSON() async throws {
         var configuration = FakeLLMServer.Configuration()
         configuration.expectedAPIKey = "sk-the-right-one"
