@@ -8,6 +8,7 @@ would. Exits non-zero on any failure.
     /usr/bin/python3 scripts/worker_selftest.py [-k SUBSTRING] [-v]
 """
 
+import fcntl
 import json
 import os
 import select
@@ -58,6 +59,12 @@ class Skip(Exception):
     """A check that cannot run here: reported as SKIP with the reason, never as PASS."""
 
 
+def _write_all(fd, data):
+    mv = memoryview(data)
+    while mv:
+        mv = mv[os.write(fd, mv):]
+
+
 def _is_str(v):
     return isinstance(v, str)
 
@@ -96,12 +103,26 @@ def validate(msg, max_frame):
             _check(_is_str(msg.get('prompt')), t, 'prompt')
             _check('prompts' not in msg, t, 'prompts in single')
         _check('model' in msg and (msg['model'] is None or _is_str(msg['model'])), t, 'model')
-        if call == 'rlm_query':
-            _check('context' in msg, t, 'context')
-        else:
-            _check('context' not in msg, t, 'context outside rlm_query')
-    elif t == 'ok':
+        _check('context' not in msg, t, 'a context inside a frame (it streams on fd 4)')
+        if 'context_stream' in msg:
+            cs = msg['context_stream']
+            _check(call == 'rlm_query', t, 'context_stream outside rlm_query')
+            _check(isinstance(cs, dict) and cs.get('kind') in ('str', 'json') and type(cs.get('bytes')) is int
+                   and cs['bytes'] >= 0, t, f'context_stream {cs!r}')
+    elif t == 'loaded':
         _check(_is_str(msg.get('id')), t, 'id')
+        _check(('summary' in msg) != ('error' in msg), t, 'exactly one of summary and error')
+        if 'error' in msg:
+            _check(_is_str(msg['error']), t, 'error')
+        else:
+            sm = msg['summary']
+            for k in ('bytes', 'characters', 'lines', 'items'):
+                _check(type(sm.get(k)) is int and sm[k] >= 0, t, f'summary {k}')
+            for k in ('type', 'shape', 'head'):
+                _check(_is_str(sm.get(k)), t, f'summary {k}')
+            for k in ('skipped', 'decoded_as'):
+                _check(isinstance(sm.get(k), list) and all(isinstance(x, list) and len(x) == 2 for x in sm[k]),
+                       t, f'summary {k}')
     elif t == 'var':
         _check(_is_str(msg.get('id')), t, 'id')
         _check(type(msg.get('found')) is bool, t, 'found')
@@ -126,8 +147,24 @@ class Worker:
         if nproc is not None:
             import resource
             extra['preexec_fn'] = lambda: resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+        # The context data pipes on fds 3 (host -> worker) and 4 (worker -> host), as the launcher passes them.
+        data_r, self.data_w = os.pipe()
+        self.data_out_r, out_w = os.pipe()
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100) for fd in (data_r, out_w)]
+        os.close(data_r)
+        os.close(out_w)
+        before = extra.pop('preexec_fn', None)
+
+        def place_pipes():
+            os.dup2(high[0], 3)
+            os.dup2(high[1], 4)
+            if before is not None:
+                before()
         self.p = subprocess.Popen([PYTHON, '-I', '-c', BOOTSTRAP], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, cwd='/', env={}, **extra)
+                                  stderr=subprocess.PIPE, cwd='/', env={}, preexec_fn=place_pipes, pass_fds=(3, 4),
+                                  **extra)
+        for fd in high:
+            os.close(fd)
         self.fd_out = self.p.stdout.fileno()
         self.buf = bytearray()
         self.stderr_chunks = []
@@ -138,7 +175,7 @@ class Worker:
             self._frame_raw(f.read())
         rid = self._id()
         self.send({'type': 'init', 'id': rid, 'output_limit': output_limit, 'max_frame': max_frame,
-                   'work_dir': self.work_dir, 'landlock': landlock})
+                   'work_dir': self.work_dir, 'landlock': landlock, 'max_child_context': 64 * MIB})
         self.ready = self.recv()
         assert self.ready['type'] == 'ready' and self.ready['id'] == rid, self.ready
 
@@ -203,6 +240,8 @@ class Worker:
         while True:
             m = self.recv(timeout)
             if m['type'] == 'subcall':
+                if 'context_stream' in m:
+                    m['context_bytes'] = self.read_records(m['context_stream']['bytes'])
                 seen.append(m)
                 assert subcalls is not None, f'unexpected subcall {m}'
                 reply = subcalls(m)
@@ -218,18 +257,49 @@ class Worker:
         assert r['error'] is None, f'cell failed: {r["error"]}\nstdout: {r["stdout"]}\nstderr: {r["stderr"]}'
         return r
 
-    def context(self, name, kind, payload, chunks=2):
+    def write_records(self, data, chunk=65536):
+        for i in range(0, len(data), chunk):
+            part = data[i:i + chunk]
+            os.write(self.data_w, len(part).to_bytes(4, 'big'))
+            _write_all(self.data_w, part)
+        os.write(self.data_w, b'\0\0\0\0')
+
+    def read_records(self, announced):
+        """A child context from fd 4: chunk records that must add up to the announced size."""
+        def exact(n):
+            b = b''
+            while len(b) < n:
+                c = os.read(self.data_out_r, n - len(b))
+                assert c, 'the data pipe out ended early'
+                b += c
+            return b
+        out = b''
+        while True:
+            n = int.from_bytes(exact(4), 'big')
+            if n == 0:
+                break
+            out += exact(n)
+        assert len(out) == announced, (len(out), announced)
+        return out
+
+    def load(self, name, kind, files, encoding='auto', errors='strict', sample=100):
+        """Loads a context from `files` ([(label, bytes)]) down the data pipe; returns the `loaded` frame."""
         rid = self._id()
-        data = payload.encode('utf-8')
-        step = max(1, -(-len(data) // chunks))
-        parts = [data[i:i + step] for i in range(0, len(data), step)] or [b'']
-        import base64
-        for seq, part in enumerate(parts):
-            self.send({'type': 'context', 'id': rid, 'name': name, 'kind': kind, 'seq': seq,
-                       'last': seq == len(parts) - 1, 'data': base64.b64encode(part).decode()})
+        self.send({'type': 'context', 'id': rid, 'name': name, 'kind': kind, 'files': len(files),
+                   'encoding': encoding, 'errors': errors, 'sample': sample, 'heads': 3})
+        for label, data in files:
+            lb = label.encode()
+            os.write(self.data_w, len(lb).to_bytes(4, 'big') + lb + len(data).to_bytes(8, 'big'))
+            self.write_records(data)
         m = self.recv()
-        assert m == {'type': 'ok', 'id': rid}, m
-        return len(parts)
+        assert m['type'] == 'loaded' and m['id'] == rid, m
+        return m
+
+    def context(self, name, kind, payload):
+        """A text or JSON context from one file; returns the summary."""
+        m = self.load(name, kind, [('f', payload.encode('utf-8'))])
+        assert 'summary' in m, m
+        return m['summary']
 
     def get_var(self, name):
         rid = self._id()
@@ -425,7 +495,8 @@ def subcalls(w):
             return {'ok': True, 'value': m['prompt'].upper() + ('@' + m['model'] if m['model'] else '')}
         if m['call'] == 'llm_query_batched':
             return {'ok': True, 'value': [p.upper() for p in m['prompts']]}
-        return {'ok': True, 'value': f"child({m['prompt']}, {json.dumps(m['context'])})"}
+        ctx = m.get('context_bytes')
+        return {'ok': True, 'value': f"child({m['prompt']}, {ctx.decode() if ctx is not None else None})"}
 
     r = w.ok("r = llm_query('hi')\nprint(r)", subcalls=host)
     assert r['stdout'] == 'HI\n' and len(r['subcalls']) == 1, r
@@ -437,10 +508,12 @@ def subcalls(w):
     assert r['stdout'] == "['A', 'B']\n" and r['subcalls'][0]['prompts'] == ['a', 'b'], r
     assert w.ok('llm_query_batched([])')['stdout'] == '[]\n'
     r = w.ok("rlm_query('q', context={'k': [1, 'x']})", subcalls=host)
-    assert r['stdout'] == '\'child(q, {"k": [1, "x"]})\'\n', r
-    assert r['subcalls'][0]['context'] == {'k': [1, 'x']}
+    assert r['stdout'] == '\'child(q, {"k":[1,"x"]})\'\n', r
+    assert r['subcalls'][0]['context_stream'] == {'kind': 'json', 'bytes': 13}, r['subcalls'][0]
+    r = w.ok("rlm_query('q', context='t\u00e9xt' * 100000)", subcalls=host)
+    assert r['subcalls'][0]['context_stream'] == {'kind': 'str', 'bytes': 500000}, r['subcalls'][0]
     r = w.ok("rlm_query('q')", subcalls=host)
-    assert r['subcalls'][0]['context'] is None
+    assert 'context_stream' not in r['subcalls'][0]
     r = w.exec("llm_query('fail')", subcalls=host)
     assert r['error']['type'] == 'RuntimeError' and r['error']['message'] == 'provider said no', r['error']
     for code, frag in (("llm_query_batched('ab')", 'list'), ("llm_query_batched(['a', 3])", 'prompts[1]'),
@@ -469,35 +542,39 @@ def subcalls(w):
 
 @test
 def contexts(w):
-    text = 'hello w\u00f6rld ' * 3
-    assert w.context('context', 'str', text) == 2
-    rlm = os.path.join(w.work_dir, '.rlm')
-    assert len(os.listdir(rlm)) == 1, os.listdir(rlm)
-    r = w.ok("sorted(k for k in globals() if k.startswith('cont'))")
-    assert r['stdout'] == '[]\n', r  # lazy: not bound by a cell that does not mention it
-    assert 'not loaded yet' in w.ok('SHOW_VARS()')['stdout']
+    text = 'hello w\u00f6rld\n' * 3
+    sm = w.context('context', 'str', text)
+    assert sm['characters'] == len(text) and sm['lines'] == 3 and sm['head'] == text[:100], sm
     r = w.ok('len(context), context[:5]')
     assert r['stdout'] == f"({len(text)}, 'hello')\n", r
-    assert os.listdir(rlm) == []
-    w.context('docs', 'list', json.dumps(['a', 'b\u00e9', 'c' * 100]))
-    assert w.ok('docs[1], len(docs)')['stdout'] == "('b\u00e9', 3)\n"
-    w.context('cfg', 'json', json.dumps({'a': 1, 'b': [True, None, 2.5]}, indent=2), chunks=3)
+    assert os.listdir(w.work_dir) == [], 'nothing of the context lands in the work dir'
+    m = w.load('docs', 'list', [('a.txt', b'a'), ('b.txt', 'b\u00e9'.encode()), ('', b'c' * 100),
+                               ('bin', b'\x89PNG\x00\x01'), ('l1.txt', b'caf\xe9')])
+    sm = m['summary']
+    assert sm['items'] == 4 and sm['skipped'] == [['bin', 'binary file (it holds NUL bytes), skipped']], sm
+    assert sm['decoded_as'] == [['l1.txt', 'decoded as Latin-1 (it is not valid UTF-8)']], sm
+    assert w.ok('docs[1], len(docs), docs[3]')['stdout'] == \
+        "('### b.txt\\nb\u00e9', 4, '### l1.txt\\ncaf\u00e9')\n"
+    assert w.ok('docs[2] == "c" * 100')['stdout'] == 'True\n'
+    sm = w.context('cfg', 'json', json.dumps({'a': 1, 'b': [True, None, 2.5]}, indent=2))
+    assert sm['type'] == 'dict' and sm['items'] == 2 and sm['keys'] == ['a', 'b'], sm
     assert w.ok("cfg['b']")['stdout'] == '[True, None, 2.5]\n'
     w.context('context', 'str', 'replaced')
     assert w.ok('context')['stdout'] == "'replaced'\n"
-    w.context('bad', 'json', '{"a": ')
-    r = w.exec('bad')
-    assert r['error']['type'] == 'ContextError' and 'bad' in r['error']['message'], r['error']
-    w.context('badlist', 'list', '[1, 2]')
-    assert w.exec('badlist')['error']['type'] == 'ContextError'
-    w.context('lazyvar', 'str', 'via get_var', chunks=1)
-    v = w.get_var('lazyvar')
-    assert v['found'] and v['value'] == 'via get_var' and v['type_name'] == 'str', v
-    w.context('empty', 'str', '', chunks=1)
+    bad = w.load('bad', 'json', [('bad.json', b'{"a": ')])
+    assert 'not valid JSON' in bad.get('error', ''), bad
+    assert w.exec('bad')['error']['type'] == 'NameError'
+    strict = w.load('strict', 'str', [('s.txt', b'caf\xe9')], encoding='utf-8')
+    assert 'offset 3' in strict.get('error', '') and '--encoding' in strict['error'], strict
+    lossy = w.load('lossy', 'str', [('s.txt', b'caf\xe9!')], encoding='utf-8', errors='replace')
+    assert 'summary' in lossy and w.ok('lossy')['stdout'] == "'caf\ufffd!'\n", lossy
+    v = w.get_var('context')
+    assert v['found'] and v['value'] == 'replaced' and v['type_name'] == 'str', v
+    assert w.context('empty', 'str', '')['characters'] == 0
     assert w.ok('empty')['stdout'] == "''\n"
     big = 'x' * (5 * MIB)
-    w.context('bigctx', 'str', big, chunks=2)
-    assert w.ok('len(bigctx)')['stdout'] == f'{5 * MIB}\n'
+    assert w.context('bigctx', 'str', big)['characters'] == 5 * MIB
+    assert w.ok('len(bigctx), bigctx == "x" * (5 << 20)')['stdout'] == f'({5 * MIB}, True)\n'
 
 
 @test
@@ -640,8 +717,9 @@ def frame_limits(w):
 def protocol_violations(w):
     for bad in ({'type': 'bogus', 'id': 'x'}, {'type': 'exec', 'id': 'x'}, {'type': 'exec', 'code': 'pass'},
                 {'type': 'subcall_result', 'id': 'w999', 'ok': True, 'value': 'x'},
-                {'type': 'context', 'id': 'c', 'name': 'not an identifier', 'kind': 'str', 'seq': 0, 'last': True,
-                 'data': ''}, b'not json', b'[1, 2]', b'\xff\xfe'):
+                {'type': 'context', 'id': 'c', 'name': 'not an identifier', 'kind': 'str', 'files': 1,
+                 'encoding': 'auto', 'errors': 'strict', 'sample': 0, 'heads': 0}, b'not json', b'[1, 2]',
+                b'\xff\xfe'):
         w2 = Worker()
         try:
             if isinstance(bad, bytes):
@@ -718,7 +796,7 @@ def landlock_run():
         if abi >= 4:
             r = w.exec("import socket\nsocket.create_connection(('127.0.0.1', 9), timeout=2)")
             assert r['error']['type'] == 'PermissionError', r['error']
-        w.context('context', 'str', 'landlocked', chunks=2)
+        w.context('context', 'str', 'landlocked')
         assert w.ok('context')['stdout'] == "'landlocked'\n"
         r = w.exec("import time\ntime.sleep(100)", interrupt_after=0.3)
         assert r['error']['type'] == 'KeyboardInterrupt'

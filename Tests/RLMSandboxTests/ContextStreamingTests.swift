@@ -117,9 +117,11 @@ extension SandboxTests {
             }
         }
 
-        @Test func autoReadsANonUTF8FileAsLatin1AndSaysSo() async throws {
+        /// Also when the only bad byte ends the file (a truncated UTF-8 sequence that shows only at the end).
+        @Test(arguments: [" cr\u{E8}me\n", ""])
+        func autoReadsANonUTF8FileAsLatin1AndSaysSo(rest: String) async throws {
             let scratch = try Scratch()
-            try scratch.write("menu.txt", Data("caf".utf8) + Data([0xE9]) + Data(" cr\u{E8}me\n".utf8))
+            try scratch.write("menu.txt", Data("caf".utf8) + Data([0xE9]) + Data(rest.utf8))
             try await load(ContextSource(shape: .text, files: [try scratch.open("menu.txt")])) {
                 (summary: ContextSummary, session: any SandboxSession) async throws in
                 #expect(summary.decodedAs.first?.reason.contains("Latin-1") == true)

@@ -982,7 +982,17 @@ class _Source:
             if self.raw:
                 return data
             try:
-                return builder.finish() if builder is not None else ''
+                if builder is None:
+                    return ''
+                try:
+                    return builder.finish()
+                except _Undecodable:
+                    # A truncated sequence at the very end shows only now: `auto` still reads the file as Latin-1.
+                    if not auto or builder.nul:
+                        raise
+                    self.decoded_as = 'Latin-1 (it is not valid UTF-8)'
+                    builder.reread_as('latin-1', bytearray())
+                    return builder.finish()
             except _Undecodable as e:
                 failure = e
         if isinstance(failure, MemoryError):
@@ -1423,8 +1433,7 @@ def _landlock(work_dir):
 
 def _setup_channel():
     global _CHAN_IN, _CHAN_OUT, _DIAG, _NULL
-    _CHAN_IN = os.dup(0)    # os.dup: close-on-exec
-    _CHAN_OUT = os.dup(1)
+    # The data pipes first, while fds 3 and 4 are still the host's (a dup below may reuse a free 3 or 4).
     for fd, slot in ((3, _DATA_FD), (4, _DATA_OUT)):
         try:
             if os.fstat(fd).st_mode & 0o170000 == 0o010000:  # a FIFO: one of the host's context data pipes
@@ -1432,6 +1441,8 @@ def _setup_channel():
                 os.close(fd)
         except OSError:
             pass
+    _CHAN_IN = os.dup(0)    # os.dup: close-on-exec
+    _CHAN_OUT = os.dup(1)
     try:
         _DIAG = os.dup(2)
     except OSError:
