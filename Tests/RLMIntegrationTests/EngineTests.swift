@@ -191,12 +191,9 @@ struct EngineTests {
         let root = ScriptedModel(replies: [
             "```repl\nfor i in range(1000):\n    r = llm_query(f'call {i}')\nprint(r)\n```", "FINAL(done)",
         ])
-        let clock = ContinuousClock()
-        let start = clock.now
         let result = try await engine(root: root, sub: sub, budget: Budget(maxCostUSD: 0.01)) {
             $0.cost = { model, _ in model == "sub" ? 0.001 : 0 }
         }.run(query: "q", context: .text("c"))
-        #expect(clock.now - start < .seconds(10))
         // Each call reserves its cost first: the ones that would cross the budget are never sent, and the cell
         // reads why instead.
         #expect(result.usage.costUSD <= 0.01 + 1e-9, "spent \(result.usage.costUSD)")

@@ -315,10 +315,11 @@ struct ProviderFailureTests {
     }
 
     @Test func aSlowButSteadyStreamIsNotAReadTimeout() async throws {
-        // 1.2 s of stream in all, never 600 ms of silence.
-        let pieces = (0..<9).map { "p\($0) " }
-        try await FakeLLMServer.withServer(.always(.stream(pieces, delay: .milliseconds(150)))) { server async throws in
-            let model = openAIModel(server) { $0.readTimeout = .milliseconds(600) }
+        // 3 s of stream in all, never 1.5 s of silence: the read timeout bounds each wait, not the whole stream (a
+        // piece every 250 ms leaves a loaded machine six times the margin).
+        let pieces = (0..<12).map { "p\($0) " }
+        try await FakeLLMServer.withServer(.always(.stream(pieces, delay: .milliseconds(250)))) { server async throws in
+            let model = openAIModel(server) { $0.readTimeout = .milliseconds(1500) }
             let result = await collect(model.stream(hello))
             #expect(result.error == nil)
             #expect(result.pieces == pieces)
