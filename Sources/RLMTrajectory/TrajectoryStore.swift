@@ -218,23 +218,34 @@ public struct TrajectoryStore: Sendable {
     /// - Returns: what was removed.
     public func prune(olderThan age: Duration, now: Date = Date()) throws -> PruneResult {
         let cutoff = now.addingTimeInterval(-age.inSeconds)
-        return try prune { entries in entries.filter { $0.modified < cutoff } }
+        return try prune { entries in entries.filter { $0.modified < cutoff && !Self.isLive($0, now: now) } }
     }
 
     /// Deletes the oldest trajectories (by last modification) until the rest hold at most `maxTotalBytes`.
     /// Files that are not trajectories do not count.
     /// - Parameter maxTotalBytes: the most bytes to keep.
     /// - Returns: what was removed.
-    public func prune(maxTotalBytes: Int) throws -> PruneResult {
+    public func prune(maxTotalBytes: Int, now: Date = Date()) throws -> PruneResult {
         try prune { entries in
             var total = entries.reduce(0) { $0 + $1.bytes }
             var doomed = [Entry]()
-            for entry in entries where total > maxTotalBytes {
+            // A run still being written counts toward the total but is never pruned for size: its writer would
+            // carry on into an unlinked file.
+            for entry in entries where total > maxTotalBytes && !Self.isLive(entry, now: now) {
                 doomed.append(entry)
                 total -= entry.bytes
             }
             return doomed
         }
+    }
+
+    /// How recently an unfinished trajectory must have been written to count as a run in progress.
+    public static let liveWindow: Duration = .seconds(600)
+
+    /// An unfinished trajectory (its last run has no `run_finished`) written within ``liveWindow``: most likely a run
+    /// still going.
+    static func isLive(_ entry: Entry, now: Date) -> Bool {
+        entry.status == nil && now.timeIntervalSince(entry.modified) < liveWindow.inSeconds
     }
 
     /// Deletes the trajectories `choose` picks from all of them, oldest first.

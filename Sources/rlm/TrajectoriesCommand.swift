@@ -270,7 +270,8 @@ struct TrajectoriesCommand: AsyncParsableCommand {
             abstract: "Delete old trajectories: by age, by total size (oldest first), or both.",
             discussion: """
                 Age is the time since a trajectory was last written. --max-total then deletes the oldest until the \
-                rest fit. Files that are not trajectories neither count nor go.
+                rest fit. Files that are not trajectories neither count nor go. A run still being written (no \
+                run_finished yet, written in the last 10 minutes) is kept.
                 """)
 
         @OptionGroup var location: Location

@@ -185,6 +185,13 @@ struct TrajectoriesCLITests {
         #expect(byAge.stdout.hasPrefix("deleted 2 files (1 trajectory,"))
         #expect(Self.names(directory) == ["notes.txt", "run-20250101-000000-link1.jsonl", "\(Self.second).jsonl"])
 
+        // An unfinished run written a moment ago may still be going: it is never pruned for size. This one was cut
+        // off (a SIGKILL) a day ago.
+        let stillGoing = try await runRLM(["trajectories", "prune", "--max-total", "0.0001M", "--dir", directory])
+        #expect(stillGoing.stdout.hasPrefix("deleted 0 files"), "\(stillGoing.stdout)")
+        try FileManager.default.setAttributes(
+            [.modificationDate: Date(timeIntervalSinceNow: -86_400)], ofItemAtPath: directory + "/\(Self.second).jsonl")
+
         // --store PATH means PATH/trajectories.
         let store = (directory as NSString).deletingLastPathComponent
         let bySize = try await runRLM(

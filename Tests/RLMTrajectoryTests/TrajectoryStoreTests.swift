@@ -276,6 +276,26 @@ struct TrajectoryStoreTests {
         #expect(FileManager.default.fileExists(atPath: scratch.file("other.bin")))
     }
 
+    /// A run still being written (no `run_finished`, written a moment ago) is never pruned for size; an unfinished one
+    /// left long ago is.
+    @Test func aRunInProgressIsNotPruned() throws {
+        let scratch = try Scratch()
+        let live = "run-20250105-120000-live1"
+        let dead = "run-20250104-120000-dead1"
+        let done = "run-20250103-120000-done1"
+        let started = trajectoryLine(run: live, seq: 0, kind: "run_started", data: ["query": "q", "model": "m"])
+        try scratch.write("\(live).jsonl", started, modified: Date())
+        try scratch.write(
+            "\(dead).jsonl",
+            trajectoryLine(run: dead, seq: 0, kind: "run_started", data: ["query": "q", "model": "m"]),
+            modified: Date(timeIntervalSinceNow: -86_400))
+        try scratch.write("\(done).jsonl", runLines(done, query: "q"), modified: Date(timeIntervalSinceNow: -60))
+        let store = try TrajectoryStore(directory: scratch.path)
+        let pruned = try store.prune(maxTotalBytes: 0)
+        #expect(Set(pruned.deleted.map(\.id)) == [dead, done])
+        #expect(try store.list().map(\.id) == [live])
+    }
+
     @Test func openingTheStoreTightensPermissions() throws {
         let scratch = try Scratch()
         let directory = scratch.file("trajectories")
