@@ -61,18 +61,21 @@ struct AuditLogTests {
         #expect(second["outcome"] as? String == "error" && second["error_kind"] as? String == "setup")
     }
 
-    @Test func concurrentAppendsProduceWholeLines() throws {
+    @Test func concurrentAppendsProduceWholeLines() async throws {
         let scratch = try Scratch()
         let path = scratch.file("audit.jsonl")
         // Long lines (past PIPE_BUF once the path is in), from many writers at once, each with its own descriptor.
         let longPath = "/state/" + String(repeating: "p", count: 900)
-        DispatchQueue.concurrentPerform(iterations: 8) { writer in
-            let log = AuditLog(path: path)
-            for index in 0..<150 {
-                var line = entry(run: "run-20250101-120000-w\(writer)n\(index)")
-                line.trajectory = longPath
-                line.models = (0..<16).map { "model-\($0)-" + String(repeating: "m", count: 150) }
-                try? log.append(line)
+        // Blocking work runs off the two-thread cooperative pool: the other suites' tests must not wait on it.
+        await offThePool {
+            DispatchQueue.concurrentPerform(iterations: 8) { writer in
+                let log = AuditLog(path: path)
+                for index in 0..<150 {
+                    var line = entry(run: "run-20250101-120000-w\(writer)n\(index)")
+                    line.trajectory = longPath
+                    line.models = (0..<16).map { "model-\($0)-" + String(repeating: "m", count: 150) }
+                    try? log.append(line)
+                }
             }
         }
         let lines = try jsonLines(path)
@@ -170,22 +173,24 @@ struct AuditLogTests {
         #expect(try AuditLog(path: scratch.file("missing.jsonl")).prune(olderThan: .zero) == 0)
     }
 
-    @Test func appendsDuringPrunesAreNeverLost() throws {
+    @Test func appendsDuringPrunesAreNeverLost() async throws {
         let scratch = try Scratch()
         let path = scratch.file("audit.jsonl")
         let appended = 4 * 100
         let failures = Mutex<[String]>([])
-        DispatchQueue.concurrentPerform(iterations: 5) { worker in
-            let log = AuditLog(path: path)
-            do {
-                if worker == 4 {
-                    // Rewrites that keep everything, racing the appends.
-                    for _ in 0..<20 { try log.prune(olderThan: .seconds(86_400)) }
-                } else {
-                    for index in 0..<100 { try log.append(entry(run: "w\(worker)-\(index)")) }
+        await offThePool {
+            DispatchQueue.concurrentPerform(iterations: 5) { worker in
+                let log = AuditLog(path: path)
+                do {
+                    if worker == 4 {
+                        // Rewrites that keep everything, racing the appends.
+                        for _ in 0..<20 { try log.prune(olderThan: .seconds(86_400)) }
+                    } else {
+                        for index in 0..<100 { try log.append(entry(run: "w\(worker)-\(index)")) }
+                    }
+                } catch {
+                    failures.withLock { $0.append("\(error)") }
                 }
-            } catch {
-                failures.withLock { $0.append("\(error)") }
             }
         }
         #expect(failures.withLock { $0 }.isEmpty)
@@ -227,5 +232,16 @@ struct AuditLogTests {
             AuditLog.Outcome.allCases.map(\.rawValue) == [
                 "answered", "budget_exhausted", "no_answer", "error", "interrupted",
             ])
+    }
+}
+
+/// Runs blocking work on a Dispatch thread and waits for it without holding a thread of the cooperative pool (two
+/// threads on a two-core machine, shared by every test running at once).
+func offThePool(_ body: @escaping @Sendable () -> Void) async {
+    await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+        DispatchQueue.global().async {
+            body()
+            done.resume()
+        }
     }
 }
