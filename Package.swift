@@ -29,6 +29,14 @@ let package = Package(
         .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
         // FilePath and FileDescriptor, which swift-subprocess's API speaks (it depends on swift-system already).
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        // Serving (issue 11): the HTTP server and its lifecycle, metrics, the key store, multipart uploads, MCP.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/vapor/sqlite-nio", from: "1.13.2"),
+        .package(url: "https://github.com/vapor/multipart-kit", from: "4.7.1"),
+        .package(url: "https://github.com/modelcontextprotocol/swift-sdk", from: "0.12.1"),
     ],
     targets: [
         // MARK: Ground
@@ -101,13 +109,69 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // The key store behind one protocol (`KeyStore`): API keys stored hashed, their limits and daily usage, and
+        // which key owns which uploaded context. SQLite today (sqlite-nio: SQLite vendored, nothing to install).
+        .target(
+            name: "RLMStore",
+            dependencies: [
+                "RLM",
+                .product(name: "SQLiteNIO", package: "sqlite-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // The serving core the HTTP API and MCP share, free of either's types: authentication and per-key limits,
+        // uploaded contexts, sessions over one REPL, runs through the runtime with their trajectory and audit.
+        .target(
+            name: "RLMService",
+            dependencies: [
+                "RLM", "RLMRuntime", "RLMStore", "RLMTrajectory", "RLMSandbox",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
         // MARK: Front ends
+
+        // `rlm serve`: the OpenAI-compatible HTTP API on Hummingbird, TLS, metrics, graceful shutdown.
+        .target(
+            name: "RLMServer",
+            dependencies: [
+                "RLM", "RLMService", "RLMRuntime", "RLMStore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "MultipartKit", package: "multipart-kit"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // MCP (stdio and streamable HTTP) on the official SDK, in its own module: its type names collide with
+        // Hummingbird's.
+        .target(
+            name: "RLMMCP",
+            dependencies: [
+                "RLM", "RLMService", "RLMRuntime", "RLMStore",
+                .product(name: "MCP", package: "swift-sdk"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
 
         // The CLI: parses, calls the runtime, prints.
         .executableTarget(
             name: "rlm",
             dependencies: [
-                "RLM", "RLMRuntime", "RLMSandbox", "RLMLocal", "RLMTasks", "RLMTrajectory",
+                "RLM", "RLMRuntime", "RLMSandbox", "RLMLocal", "RLMTasks", "RLMTrajectory", "RLMStore", "RLMService",
+                "RLMServer", "RLMMCP",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Subprocess", package: "swift-subprocess"),
@@ -171,6 +235,10 @@ let package = Package(
             dependencies: ["RLMRuntime", "RLM", "RLMProviders"],
             swiftSettings: swiftSettings
         ),
+        .testTarget(name: "RLMStoreTests", dependencies: ["RLMStore"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "RLMServiceTests", dependencies: ["RLMService", "RLMStore", "RLM", "RLMRuntime", "RLMTesting"],
+            swiftSettings: swiftSettings),
         .testTarget(name: "RLMTrajectoryTests", dependencies: ["RLMTrajectory", "RLM"], swiftSettings: swiftSettings),
         // Integration: the engine with the real sandbox and providers over real HTTP.
         .testTarget(

@@ -266,6 +266,22 @@ public actor RLMSession {
         try await RLMEngine.drive(loop: loop, query: query, configuration: configuration)
     }
 
+    /// Runs code of the caller's own (not the model's) in the session's REPL, where the questions' variables and
+    /// `context` are: state persists both ways. Sub-calls from the code are answered under the session's budget.
+    /// - Parameter code: Python source.
+    /// - Returns: the cell's output and outcome.
+    public func execute(_ code: String) async throws -> CellResult {
+        let tracker = BudgetTracker(budget: configuration.budget)
+        do {
+            let result = try await loop.execute(code, tracker: tracker, calls: CallCounter())
+            await tracker.finish()
+            return result
+        } catch {
+            await tracker.finish()
+            throw error
+        }
+    }
+
     /// Kills the session's sandbox.
     public func close() async {
         await loop.close()

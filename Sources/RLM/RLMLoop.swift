@@ -170,6 +170,19 @@ actor RLMLoop {
         session = nil
     }
 
+    /// Runs one cell of the caller's own code (not the model's) in this loop's REPL, with the context loaded: the
+    /// variables the questions use and leave. Sub-calls from the code count against `tracker`.
+    func execute(_ code: String, tracker: BudgetTracker, calls: CallCounter) async throws -> CellResult {
+        events = events.with(tracker: tracker, calls: calls)
+        let router = SubcallRouter(
+            configuration: configuration, tracker: tracker, depth: depth, events: events,
+            iteration: currentIteration, meter: meter)
+        handler.use(router)
+        try await ensureSession(router: router)
+        guard let session else { throw SandboxError.terminated("no sandbox session") }
+        return try await session.run(code, timeout: configuration.cellTimeout)
+    }
+
     private func emitFinal(_ answer: String, bare: Bool = false, iteration: Int) async {
         await events.emit(
             .finalAnswer, depth: depth, iteration: iteration, data: ["answer": .string(answer), "bare": .bool(bare)])

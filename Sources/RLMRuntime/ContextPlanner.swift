@@ -98,19 +98,72 @@ public struct ContextPlanner: Sendable {
     /// - Throws: ``ContextLoadError`` naming the source, or with `isTooLarge` and naming `--max-context` when the
     ///   planned sizes add up to more than ``maxBytes`` (checked file by file, before anything is read).
     public func plan(_ sources: [String], standardInput: Int32 = 0) throws -> Plan {
+        try plan(sources.map { $0 == "-" ? .standardInput : .path($0) }, standardInput: standardInput)
+    }
+
+    /// A source already opened by the caller (a path a server resolved beneath one of its roots), under a label.
+    public struct OpenedSource: Sendable {
+        /// What the file or directory is called in the context (never a host path the caller wants hidden).
+        public var label: String
+        /// An open descriptor of a regular file or a directory; the plan takes it over.
+        public var fd: Int32
+
+        /// - Parameters: as the properties.
+        public init(label: String, fd: Int32) {
+            self.label = label
+            self.fd = fd
+        }
+    }
+
+    /// Plans sources the caller opened itself; as ``plan(_:standardInput:)`` otherwise.
+    /// - Parameter sources: open descriptors (each is owned by the plan from here on, or closed on error).
+    public func plan(opened sources: [OpenedSource]) throws -> Plan {
+        try plan(sources.map { .opened($0) }, standardInput: -1)
+    }
+
+    private enum Source {
+        case standardInput
+        case path(String)
+        case opened(OpenedSource)
+    }
+
+    private func plan(_ sources: [Source], standardInput: Int32) throws -> Plan {
+        var pending = sources.compactMap { source -> Int32? in
+            if case .opened(let opened) = source { return opened.fd }
+            return nil
+        }
+        defer { for fd in pending { close(fd) } }
         var tally = Tally(maxBytes: maxBytes)
         var sawDirectory = false
         var sawStandardInput = false
+        var firstLabel: String?
         for source in sources {
-            if source == "-" {
+            let fd: Int32
+            var info = stat()
+            let label: String
+            switch source {
+            case .standardInput:
                 guard !sawStandardInput else {
                     throw ContextLoadError("standard input (-) can be given as a context only once")
                 }
                 sawStandardInput = true
+                firstLabel = firstLabel ?? "-"
                 try tally.add(try standardInputFile(standardInput, used: tally.total, files: tally.files.count))
                 continue
+            case .path(let path):
+                (fd, info) = try Self.openSource(path)
+                label = path
+            case .opened(let opened):
+                pending.removeAll { $0 == opened.fd }
+                fd = opened.fd
+                label = opened.label
+                guard fstat(fd, &info) == 0, Self.isFileOrDirectory(info) else {
+                    close(fd)
+                    throw ContextLoadError("context \(label) is not a regular file or a directory")
+                }
             }
-            let (fd, info) = try Self.openSource(source)
+            firstLabel = firstLabel ?? label
+            let source = label
             switch info.st_mode & S_IFMT {
             case S_IFDIR:
                 sawDirectory = true
@@ -122,7 +175,7 @@ public struct ContextPlanner: Sendable {
         }
         let shape: ContextSource.Shape
         if sources.count == 1 && !sawDirectory {
-            let isJSON = sources[0] != "-" && sources[0].lowercased().hasSuffix(".json")
+            let isJSON = firstLabel != "-" && (firstLabel ?? "").lowercased().hasSuffix(".json")
             shape = parseSingleJSONFile && isJSON ? .json : .text
         } else {
             shape = .documents

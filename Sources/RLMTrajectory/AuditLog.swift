@@ -164,7 +164,11 @@ public struct AuditLog: Sendable {
     /// - Throws: ``TrajectoryError`` or `PathError` when the file is a link, not a regular file of this user, or
     ///   cannot be written.
     public func append(_ entry: Entry) throws {
-        let bytes = Array((line(for: entry) + "\n").utf8)
+        try appendLine(line(for: entry))
+    }
+
+    private func appendLine(_ line: String) throws {
+        let bytes = Array((line + "\n").utf8)
         let directory = (path as NSString).deletingLastPathComponent
         if !directory.isEmpty, access(directory, F_OK) != 0 {
             try SwiftRLMPaths.createDirectory(URL(fileURLWithPath: directory), privateToOwner: true)
@@ -178,25 +182,81 @@ public struct AuditLog: Sendable {
         }
     }
 
+    /// One request to `rlm serve` (every request is logged, a run adds its own line).
+    public struct Request: Sendable, Hashable {
+        /// When it was answered.
+        public var time: Date
+        /// Who asked: the key's id; `nil` when no valid key was given.
+        public var principal: Principal?
+        /// The HTTP method (or `tool` for an MCP tool call).
+        public var method: String
+        /// The path, without its query (or the MCP tool's name).
+        public var path: String
+        /// The status answered.
+        public var status: Int
+        /// Time to answer.
+        public var durationMs: Int
+
+        /// - Parameters: as the properties.
+        public init(
+            time: Date = Date(), principal: Principal?, method: String, path: String, status: Int, durationMs: Int
+        ) {
+            self.time = time
+            self.principal = principal
+            self.method = method
+            self.path = path
+            self.status = status
+            self.durationMs = durationMs
+        }
+    }
+
+    /// Appends one request's line: `{"kind": "request", "time", "principal", "method", "path", "status",
+    /// "duration_ms"}` (run lines have no `kind`).
+    /// - Parameter request: the request.
+    public func appendRequest(_ request: Request) throws {
+        let text = { (value: String, limit: Int) in cut(redactor.redact(value), to: limit) }
+        var object: [String: JSONValue] = [
+            "kind": "request", "time": .string(Self.timestamp(request.time)),
+            "method": .string(text(request.method, 16)), "path": .string(text(request.path, 256)),
+            "status": .int(request.status), "duration_ms": .int(request.durationMs),
+        ]
+        object["principal"] = request.principal.map { .object(principalObject($0, text)) } ?? .null
+        try appendLine(Self.encode(object))
+    }
+
+    private func principalObject(_ principal: Principal, _ text: (String, Int) -> String) -> [String: JSONValue] {
+        switch principal {
+        case .user(let name, let uid):
+            return ["kind": .string("user"), "name": .string(text(name, 128)), "uid": .int(Int(uid))]
+        case .apiKey(let id):
+            return ["kind": .string("api_key"), "id": .string(text(id, 128))]
+        }
+    }
+
+    private static func timestamp(_ date: Date) -> String {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        return formatter.string(from: date)
+    }
+
+    private static func encode(_ object: [String: JSONValue]) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let data = (try? encoder.encode(JSONValue.object(object))) ?? Data("{}".utf8)
+        return JSONText.escapingControlCharacters(String(decoding: data, as: UTF8.self))
+    }
+
     /// The JSON line (without newline) `append` writes for `entry`: redacted, long fields cut, keys sorted.
     /// - Parameter entry: the run.
     public func line(for entry: Entry) -> String {
         let text = { (value: String, limit: Int) in cut(redactor.redact(value), to: limit) }
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        formatter.timeZone = TimeZone(identifier: "UTC")
-        var principal: [String: JSONValue]
-        switch entry.principal {
-        case .user(let name, let uid):
-            principal = ["kind": .string("user"), "name": .string(text(name, 128)), "uid": .int(Int(uid))]
-        case .apiKey(let id):
-            principal = ["kind": .string("api_key"), "id": .string(text(id, 128))]
-        }
+        let principal = principalObject(entry.principal, text)
         var seen = Set<String>()
         let models = entry.models.filter { seen.insert($0).inserted }
         let cost = entry.costUSD.flatMap { $0.isFinite ? JSONValue.double($0) : nil } ?? .null
         let object: [String: JSONValue] = [
-            "time": .string(formatter.string(from: entry.time)),
+            "time": .string(Self.timestamp(entry.time)),
             "principal": .object(principal),
             "run": entry.run.map { .string(text($0, 128)) } ?? .null,
             "models": .array(models.prefix(16).map { .string(text($0, 200)) }),
@@ -208,10 +268,7 @@ public struct AuditLog: Sendable {
             "error_kind": entry.errorKind.map { .string(text($0, 64)) } ?? .null,
             "trajectory": entry.trajectory.map { .string(text($0, 1024)) } ?? .null,
         ]
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        let data = (try? encoder.encode(JSONValue.object(object))) ?? Data("{}".utf8)
-        return JSONText.escapingControlCharacters(String(decoding: data, as: UTF8.self))
+        return Self.encode(object)
     }
 
     // MARK: Retention

@@ -161,6 +161,23 @@ public final class ContextDirectory: Sendable {
         _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
         return fd
     }
+
+    /// Opens `path` below this directory as ``openRegularFile(_:label:)`` does, a directory as well as a regular
+    /// file (a server's path argument beneath one of its roots).
+    /// - Throws: ``ContextLoadError`` when it does not exist, leaves the directory, goes through a link, or is
+    ///   neither a regular file nor a directory.
+    public func openEntry(_ path: String) throws -> Int32 {
+        let fd = crlm_open_beneath(self.fd, path)
+        guard fd >= 0 else { throw ContextLoadError("\(path) could not be opened: \(String(cString: strerror(errno)))") }
+        var info = stat()
+        let kind = fstat(fd, &info) == 0 ? info.st_mode & S_IFMT : 0
+        guard kind == S_IFREG || kind == S_IFDIR else {
+            close(fd)
+            throw ContextLoadError("\(path) is not a regular file or a directory")
+        }
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
+        return fd
+    }
 }
 
 /// An open file owned by a context (closed when the last reference goes).
