@@ -16,6 +16,7 @@ struct SecretRedactorTests {
         ("JWT", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"),
         ("bearer header", "Authorization: Bearer abcDEF123456ghiJKL789mno"),
         ("private key", "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA75\nabc\n-----END RSA PRIVATE KEY-----"),
+        ("SwiftRLM key", "rlm_0123456789abcdef_9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"),
     ]
 
     @Test(arguments: planted.map(\.0))

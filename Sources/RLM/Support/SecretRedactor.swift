@@ -2,9 +2,9 @@ import Foundation
 
 /// Replaces secrets in text SwiftRLM writes down (trajectories, the progress printer): the exact values of every
 /// secret the process holds, and the common shapes of secrets wherever they appear — OpenAI and Anthropic keys, AWS
-/// access key ids and secret assignments, GitHub and Slack tokens, JWTs, bearer credentials, private-key blocks — each
-/// by `[REDACTED]`; then, when asked, personal data (``PIIMask``). The model and the sandbox still see the context as
-/// it is: this is about what is recorded.
+/// access key ids and secret assignments, GitHub and Slack tokens, JWTs, bearer credentials, private-key blocks,
+/// SwiftRLM API keys — each by `[REDACTED]`; then, when asked, personal data (``PIIMask``). The model and the sandbox
+/// still see the context as it is: this is about what is recorded.
 ///
 /// Redact first, cut second: ``redactThenCut(_:limit:)`` finds a secret in the whole text before any of it is cut
 /// away, so a key straddling the cut never survives in part.
@@ -33,6 +33,8 @@ public struct SecretRedactor: Sendable {
         #"\bxox[abprs]-[A-Za-z0-9\-]{10,}"#,
         #"\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"#,
         #"(?i)\bbearer\s+[A-Za-z0-9._~+/=\-]{16,}"#,
+        // SwiftRLM's own API keys (`rlm keys create`): unanchored, the shape alone is distinctive.
+        #"rlm_[0-9a-f]{16}_[0-9a-f]{64}"#,
     ].compactMap { try? NSRegularExpression(pattern: $0) }
 
     /// `text` with every secret replaced.
