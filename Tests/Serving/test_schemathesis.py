@@ -43,7 +43,7 @@ def test_the_server_conforms_to_the_openapi_document(server, keys, tmp_path):
         "--header", f"Authorization: Bearer {key}",
         "--checks", ",".join(CHECKS),
         "--phases", "examples,coverage,fuzzing",
-        "--max-examples", os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "15"),
+        "--max-examples", os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "30"),
         "--seed", os.environ.get("SCHEMATHESIS_SEED", "20261130"),
         "--workers", "1",
         "--request-timeout", "60",
