@@ -78,7 +78,7 @@ actor BubblewrapSession: SandboxSession {
         let argv = plan.arguments(configuration: configuration, cgroups: cgroups, bubblewrapFeatures: features)
         let process: ChildProcess
         do {
-            process = try ChildProcess.spawn(
+            process = try await ChildProcess.spawn(
                 path: plan.launcherPath, arguments: argv, environment: [], dataPipe: true)
         } catch {
             await offPool { cgroups?.remove() }

@@ -42,12 +42,14 @@ final class ChildProcess: Sendable {
     /// the sandbox.
     /// - Parameter dataPipe: also give the child a pipe on fd 3 to read from (``dataFD`` is the host's end) and one on
     ///   fd 4 to write to (``dataOutFD``).
-    static func spawn(path: String, arguments: [String], environment: [String], dataPipe: Bool = false) throws
+    static func spawn(path: String, arguments: [String], environment: [String], dataPipe: Bool = false) async throws
         -> ChildProcess
     {
         // The launcher arms PR_SET_PDEATHSIG, which fires when the *thread* that spawned it exits, so spawn from one
-        // thread that lives as long as the process, never from a pool thread that may be retired.
-        try SpawnThread.shared.run {
+        // thread that lives as long as the process, never from a pool thread that may be retired. The caller waits
+        // without holding a pool thread: several sandboxes starting at once queue on the spawner, not on the two
+        // threads every request of a server needs.
+        try await SpawnThread.shared.run {
             try spawnHere(path: path, arguments: arguments, environment: environment, dataPipe: dataPipe)
         }
     }
@@ -209,7 +211,9 @@ extension ChildProcess {
         _ argv: [String], input: Data = Data(), timeout: Duration = .seconds(30), outputLimit: Int = 64 << 20
     ) throws -> Completion {
         _ = ignoreSIGPIPE
-        let child = try spawn(path: argv[0], arguments: argv, environment: [])
+        let child = try SpawnThread.shared.runBlocking {
+            try spawnHere(path: argv[0], arguments: argv, environment: [], dataPipe: false)
+        }
         // The writer has its own thread so a child that writes before it reads all its input cannot deadlock us.
         let writer = DispatchGroup()
         let stdinFD = child.stdinFD
@@ -302,8 +306,8 @@ final class SpawnThread: @unchecked Sendable {
         thread.start()
     }
 
-    /// Runs `body` on the spawner thread and waits for it.
-    func run<T>(_ body: @escaping () throws -> T) throws -> T {
+    /// Runs `body` on the spawner thread and blocks until it is done (for callers already off the pool).
+    func runBlocking<T>(_ body: @escaping () throws -> T) throws -> T {
         let done = DispatchSemaphore(value: 0)
         nonisolated(unsafe) var result: Result<T, any Error>?
         condition.lock()
@@ -315,6 +319,16 @@ final class SpawnThread: @unchecked Sendable {
         condition.unlock()
         done.wait()
         return try result!.get()
+    }
+
+    /// Runs `body` on the spawner thread; the caller is suspended, not blocked, meanwhile.
+    func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            condition.lock()
+            jobs.append { continuation.resume(with: Result { try body() }) }
+            condition.signal()
+            condition.unlock()
+        }
     }
 }
 

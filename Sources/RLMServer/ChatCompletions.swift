@@ -56,7 +56,18 @@ enum ChatCompletions {
     }
 
     /// The `rlm` options (also the body of `POST /v1/sessions`).
-    static func apply(_ options: [String: JSONValue], to run: inout RunRequest, prefix: String) throws {
+    static func apply(
+        _ options: [String: JSONValue], to run: inout RunRequest, prefix: String, alsoAllowed: Set<String> = []
+    ) throws {
+        // Strict, unlike OpenAI's own fields: a misspelt `max_cost` would otherwise run without the limit asked for.
+        let known: Set<String> = [
+            "contexts", "session", "max_iterations", "max_depth", "max_tokens", "max_cost", "timeout",
+        ]
+        if let unknown = options.keys.sorted().first(where: { !known.contains($0) && !alsoAllowed.contains($0) }) {
+            throw ServiceError.invalid(
+                "unknown option \(prefix)\(unknown); the options are \(known.sorted().joined(separator: ", "))",
+                param: prefix + unknown)
+        }
         func integer(_ key: String) throws -> Int? {
             switch options[key] {
             case nil, .null?: return nil

@@ -46,7 +46,18 @@ struct FrontMiddleware: RouterMiddleware {
             } catch let error as ServiceError {
                 response = JSONBody.error(error)
             } catch let error as any HTTPResponseError {
-                response = JSONBody.error(Self.serviceError(error.status))
+                let allowed = error.status == .notFound ? settings.methods(for: path) : []
+                if !allowed.isEmpty {
+                    // A known path, another method: 405 with the methods it takes.
+                    response = JSONBody.error(
+                        ServiceError(
+                            status: 405, type: "invalid_request_error", code: "method_not_allowed",
+                            message: "\(path) takes \(allowed.joined(separator: ", ")), not \(request.method.rawValue)")
+                    )
+                    response.headers[.allow] = allowed.joined(separator: ", ")
+                } else {
+                    response = JSONBody.error(Self.serviceError(error.status))
+                }
             } catch is CancellationError {
                 response = JSONBody.error(.unavailable("the request was cancelled"))
             } catch {
@@ -111,6 +122,23 @@ public struct HTTPServerSettings: Sendable {
 
     func isPublic(_ path: String) -> Bool {
         path == "/healthz" || path == "/readyz" || (publicMetrics && path == "/metrics")
+    }
+
+    /// The methods a path takes (empty for a path that is not the API's).
+    func methods(for path: String) -> [String] {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+        switch path {
+        case "/healthz", "/readyz", "/metrics", "/v1/models": return ["GET"]
+        case "/v1/chat/completions": return ["POST"]
+        case "/v1/contexts", "/v1/sessions": return ["GET", "POST"]
+        case "/mcp": return ["GET", "POST", "DELETE"]
+        default:
+            if parts.count == 4, parts[1] == "v1", !parts[3].isEmpty {
+                if parts[2] == "contexts" { return ["GET", "DELETE"] }
+                if parts[2] == "sessions" { return ["DELETE"] }
+            }
+            return []
+        }
     }
 
     /// The route a path belongs to, for metrics (ids never become label values).

@@ -258,7 +258,7 @@ struct Routes: Sendable {
         let data = try await JSONBody.collect(request, limit: settings.maxBodyBytes)
         let body = data.isEmpty ? [:] : try JSONBody.object(data)
         var options = RunRequest(query: "")
-        try ChatCompletions.apply(body, to: &options, prefix: "")
+        try ChatCompletions.apply(body, to: &options, prefix: "", alsoAllowed: ["model"])
         switch body["model"] {
         case nil, .null?: break
         case .string(let model)?: options.model = model

@@ -48,7 +48,7 @@ enum JSONBody {
 
     static func errorObject(_ error: ServiceError) -> [String: Any] {
         [
-            "message": ServiceError.withoutPaths(error.message), "type": error.type, "code": error.code,
+            "message": error.message, "type": error.type, "code": error.code,
             "param": error.param ?? NSNull(),
         ]
     }

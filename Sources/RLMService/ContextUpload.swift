@@ -19,16 +19,19 @@ public final class ContextUpload: @unchecked Sendable {
     private var name: String?
     private let owner: String
     private let maxBytes: Int
-    private let store: any KeyStore
+    private let record: @Sendable (ContextRecord) async throws -> Void
 
-    init(id: String, path: String, fd: Int32, name: String?, owner: String, maxBytes: Int, store: any KeyStore) {
+    init(
+        id: String, path: String, fd: Int32, name: String?, owner: String, maxBytes: Int,
+        record: @escaping @Sendable (ContextRecord) async throws -> Void
+    ) {
         self.id = id
         self.path = path
         self.fd = fd
         self.name = name
         self.owner = owner
         self.maxBytes = maxBytes
-        self.store = store
+        self.record = record
     }
 
     deinit { abort() }
@@ -57,12 +60,12 @@ public final class ContextUpload: @unchecked Sendable {
             while offset < chunk.count {
                 let count = Glibc.write(fd, chunk.baseAddress! + offset, chunk.count - offset)
                 if count < 0 {
-                    if errno == EINTR { continue }
-                    let reason = String(cString: strerror(errno))
+                    let code = errno
+                    if code == EINTR { continue }
                     abortLocked()
                     throw ServiceError(
-                        status: errno == ENOSPC ? 507 : 500, type: "server_error", code: "storage_error",
-                        message: "the context could not be stored: \(reason)")
+                        status: 500, type: "server_error", code: code == ENOSPC ? "storage_full" : "storage_error",
+                        message: "the context could not be stored: \(String(cString: strerror(code)))")
                 }
                 offset += count
             }
@@ -92,14 +95,14 @@ public final class ContextUpload: @unchecked Sendable {
             throw ServiceError(
                 status: 500, type: "server_error", code: "storage_error", message: "the context could not be stored")
         }
-        let record = ContextRecord(id: id, keyID: owner, name: name, bytes: count, created: Date())
+        let stored = ContextRecord(id: id, keyID: owner, name: name, bytes: count, created: Date())
         do {
-            try await store.addContext(record)
+            try await record(stored)
         } catch {
             unlink(path)
             throw error
         }
-        return record
+        return stored
     }
 
     /// Gives up: the file is removed. Safe to call twice.

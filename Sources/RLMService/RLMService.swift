@@ -51,6 +51,9 @@ public final class RLMService: Sendable {
         var runs = [UUID: Task<RunOutcome, any Error>]()
         var sessions = [String: ServiceSession]()
         var pathContexts = [String: PathContext]()
+        /// Contexts the local user (MCP over stdio, no key) uploaded: kept for the process's life, not in the key
+        /// store, which holds what keys own.
+        var localContexts = [String: ContextRecord]()
     }
 
     /// A context named by path (MCP's `load_context path`): kept in memory, resolved beneath its root at each use.
@@ -228,9 +231,15 @@ public final class RLMService: Sendable {
         }
         let id = Self.newID("ctx_")
         let fd = try files.create(owner: caller.owner, id: id)
+        let record: @Sendable (ContextRecord) async throws -> Void
+        if caller.key == nil {
+            record = { [self] stored in state.withLock { $0.localContexts[stored.id] = stored } }
+        } else {
+            record = { [self] stored in try await storeCall { try await store.addContext(stored) } }
+        }
         return ContextUpload(
             id: id, path: files.path(owner: caller.owner, id: id), fd: fd, name: name, owner: caller.owner,
-            maxBytes: configuration.maxContextBytes, store: store)
+            maxBytes: configuration.maxContextBytes, record: record)
     }
 
     /// The caller's context `id`.
@@ -238,6 +247,12 @@ public final class RLMService: Sendable {
     public func context(caller: Caller, id: String) async throws -> ContextRecord {
         if let path = state.withLock({ $0.pathContexts[id] }), path.owner == caller.owner {
             return ContextRecord(id: id, keyID: caller.owner, name: path.name, bytes: 0, created: path.created)
+        }
+        if caller.key == nil {
+            guard let record = state.withLock({ $0.localContexts[id] }) else {
+                throw ServiceError.notFound("context \(Self.shown(id))", param: "id")
+            }
+            return record
         }
         guard Self.isID(id, prefix: "ctx_"),
             let record = try await storeCall({ try await store.context(id: id, keyID: caller.owner) })
@@ -247,7 +262,10 @@ public final class RLMService: Sendable {
 
     /// The caller's contexts, oldest first.
     public func contexts(caller: Caller) async throws -> [ContextRecord] {
-        try await storeCall { try await store.contexts(keyID: caller.owner) }
+        if caller.key == nil {
+            return state.withLock { $0.localContexts.values.sorted { $0.created < $1.created } }
+        }
+        return try await storeCall { try await store.contexts(keyID: caller.owner) }
     }
 
     /// Deletes the caller's context `id` (a run already using it keeps its open file).
@@ -259,6 +277,13 @@ public final class RLMService: Sendable {
             return true
         }
         if removedPath { return }
+        if caller.key == nil {
+            guard state.withLock({ $0.localContexts.removeValue(forKey: id) }) != nil else {
+                throw ServiceError.notFound("context \(Self.shown(id))", param: "id")
+            }
+            files.remove(owner: caller.owner, id: id)
+            return
+        }
         guard Self.isID(id, prefix: "ctx_"),
             try await storeCall({ try await store.deleteContext(id: id, keyID: caller.owner) })
         else { throw ServiceError.notFound("context \(Self.shown(id))", param: "id") }
@@ -440,12 +465,16 @@ public final class RLMService: Sendable {
 
     private func addUsage(_ caller: Caller, _ usage: RunUsage) async {
         guard let key = caller.key else { return }
-        do {
-            try await store.addUsage(
-                keyID: key.id, day: Self.today(), tokens: usage.tokens.totalTokens, costUSD: usage.costUSD)
-        } catch {
-            logger.error("the key store could not record usage: \(error)")
-        }
+        // Recorded even for a run that was cancelled (its spending happened): not in the cancelled task.
+        let (store, logger) = (store, logger)
+        await Task.detached {
+            do {
+                try await store.addUsage(
+                    keyID: key.id, day: Self.today(), tokens: usage.tokens.totalTokens, costUSD: usage.costUSD)
+            } catch {
+                logger.error("the key store could not record usage: \(error)")
+            }
+        }.value
     }
 
     func audit(_ entry: AuditLog.Entry, plan: RLMRuntime.Plan?) {

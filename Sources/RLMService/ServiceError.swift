@@ -96,6 +96,6 @@ public struct ServiceError: Error, Sendable, Hashable, CustomStringConvertible {
     /// `text` with every absolute path of the server's (two components or more) replaced by `<path>`: a message may
     /// quote a file the server could not write, and a client has no business knowing its layout.
     public static func withoutPaths(_ text: String) -> String {
-        text.replacing(#/(^|[^\w.:/])/(?:[\w.@+-]+/)+[\w.@+-]*/#) { match in "\(match.output.1)<path>" }
+        text.replacing(#/(^|[^\w.:/])/(?!v1/)(?:[\w.@+-]+/)+[\w.@+-]*/#) { match in "\(match.output.1)<path>" }
     }
 }
