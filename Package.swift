@@ -239,6 +239,13 @@ let package = Package(
         .testTarget(
             name: "RLMServiceTests", dependencies: ["RLMService", "RLMStore", "RLM", "RLMRuntime", "RLMTesting"],
             swiftSettings: swiftSettings),
+        .testTarget(
+            name: "RLMServerTests",
+            dependencies: [
+                "RLMServer", "RLMService", "RLMStore", "RLM", "RLMTesting",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ],
+            swiftSettings: swiftSettings),
         .testTarget(name: "RLMTrajectoryTests", dependencies: ["RLMTrajectory", "RLM"], swiftSettings: swiftSettings),
         // Integration: the engine with the real sandbox and providers over real HTTP.
         .testTarget(
