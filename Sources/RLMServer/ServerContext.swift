@@ -85,7 +85,8 @@ enum JSONBody {
     static func tooLarge(_ limit: Int) -> ServiceError {
         ServiceError.tooLarge(
             "the request body is over this server's limit of \(limit >> 20) MiB (--max-body); upload large contexts "
-                + "with POST /v1/contexts and refer to them by id")
+                + "with POST /v1/contexts and refer to them by id",
+            code: "body_too_large")
     }
 }
 

@@ -47,12 +47,15 @@ public struct ServiceError: Error, Sendable, Hashable, CustomStringConvertible {
 
     /// Something that does not exist, or belongs to another key: the two are never told apart (404).
     public static func notFound(_ what: String, param: String? = nil) -> ServiceError {
-        ServiceError(status: 404, type: "invalid_request_error", code: "not_found", message: "no \(what)", param: param)
+        let kind = what.prefix { $0 != " " }
+        let code = ["context", "session", "model"].contains(kind) ? "\(kind)_not_found" : "not_found"
+        return ServiceError(
+            status: 404, type: "invalid_request_error", code: code, message: "no \(what)", param: param)
     }
 
     /// A body over the limit (413).
-    public static func tooLarge(_ message: String) -> ServiceError {
-        ServiceError(status: 413, type: "invalid_request_error", code: "request_too_large", message: message)
+    public static func tooLarge(_ message: String, code: String = "context_too_large") -> ServiceError {
+        ServiceError(status: 413, type: "invalid_request_error", code: code, message: message)
     }
 
     /// A per-key limit reached (429 with `Retry-After`).
