@@ -247,6 +247,14 @@ let package = Package(
             ],
             swiftSettings: swiftSettings),
         .testTarget(name: "RLMTrajectoryTests", dependencies: ["RLMTrajectory", "RLM"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "RLMMCPTests",
+            dependencies: [
+                "RLMMCP", "RLMService", "RLMStore", "RLM", "RLMRuntime", "RLMTesting",
+                .product(name: "MCP", package: "swift-sdk"), .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // Integration: the engine with the real sandbox and providers over real HTTP.
         .testTarget(
             name: "RLMIntegrationTests",

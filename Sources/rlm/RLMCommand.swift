@@ -12,6 +12,7 @@ struct RLMCommand: AsyncParsableCommand {
         subcommands: [
             RunCommand.self, ChatCommand.self, ModelCommand.self, SandboxCommand.self, TrajectoriesCommand.self,
             ViewCommand.self, DoctorCommand.self, BenchCommand.self, KeysCommand.self,
+            MCPCommand.self,
         ]
     )
 
