@@ -244,6 +244,7 @@ let package = Package(
             dependencies: [
                 "RLMServer", "RLMService", "RLMStore", "RLM", "RLMTesting",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings),
         .testTarget(name: "RLMTrajectoryTests", dependencies: ["RLMTrajectory", "RLM"], swiftSettings: swiftSettings),

@@ -98,7 +98,7 @@ struct HTTPServerTests {
                 let big = ByteBuffer(repeating: UInt8(ascii: " "), count: (1 << 20) + 1)
                 let response = try await client.execute(
                     uri: "/v1/chat/completions", method: .post, headers: bearer(secret), body: big)
-                expectOpenAIError(response, status: 413, code: "request_too_large")
+                expectOpenAIError(response, status: 413, code: "body_too_large")
                 #expect((response.error?["message"] as? String)?.contains("1 MiB") == true)
             }
         }
@@ -107,19 +107,29 @@ struct HTTPServerTests {
     @Test func aChunkedBodyOverMaxBodyIs413() async throws {
         try await withServer(settings: HTTPServerSettings(maxBodyBytes: 1 << 20)) { fixture in
             let (secret, _) = try await fixture.key("k")
-            try await fixture.application().test(.live) { client in
+            // Straight to the responder: the test clients always add a Content-Length, and this body has none.
+            let app = try fixture.application()
+            func send(_ chunks: [ByteBuffer]) async throws -> CollectedResponse {
                 var headers = bearer(secret)
-                headers[.transferEncoding] = "chunked"  // no Content-Length: the limit must hold as bytes arrive
+                headers[.transferEncoding] = "chunked"
                 headers[.contentType] = "application/json"
-                let big = ByteBuffer(repeating: UInt8(ascii: " "), count: (1 << 20) + 4096)
-                let response = try await client.execute(
-                    uri: "/v1/chat/completions", method: .post, headers: headers, body: big)
-                expectOpenAIError(response, status: 413, code: "request_too_large")
-                // Under the limit, the same chunked request is read (and refused for what it says, not its size).
-                let small = try await client.execute(
-                    uri: "/v1/chat/completions", method: .post, headers: headers, body: json("{}"))
-                expectOpenAIError(small, status: 400, code: "invalid_request", param: "model")
+                let (stream, continuation) = AsyncStream<ByteBuffer>.makeStream()
+                for chunk in chunks { continuation.yield(chunk) }
+                continuation.finish()
+                let request = Request(
+                    head: HTTPRequest(
+                        method: .post, scheme: "http", authority: "localhost", path: "/v1/chat/completions",
+                        headerFields: headers),
+                    body: RequestBody(asyncSequence: stream))
+                #expect(request.headers[.contentLength] == nil)
+                return try await respond(app, request)
             }
+            let chunk = ByteBuffer(repeating: UInt8(ascii: " "), count: 64 << 10)
+            let big = try await send(Array(repeating: chunk, count: 17))  // 1 MiB + 64 KiB, as it arrives
+            expectOpenAIError(big, status: 413, code: "body_too_large")
+            // Under the limit, the same chunked request is read (and refused for what it says, not its size).
+            let small = try await send([chunk, json("{}")])
+            expectOpenAIError(small, status: 400, code: "invalid_request", param: "model")
         }
     }
 
@@ -215,23 +225,103 @@ struct HTTPServerTests {
                     uri: "/v1/contexts/\(id)", method: .get, headers: bearer(stranger))
                 let missing = try await client.execute(
                     uri: "/v1/contexts/\(missingID)", method: .get, headers: bearer(stranger))
-                expectOpenAIError(theirs, status: 404, code: "not_found")
+                expectOpenAIError(theirs, status: 404, code: "context_not_found")
                 #expect(
                     theirs.text.replacingOccurrences(of: id, with: "ID")
                         == missing.text.replacingOccurrences(of: missingID, with: "ID"))
                 let deleted = try await client.execute(
                     uri: "/v1/contexts/\(id)", method: .delete, headers: bearer(stranger))
-                expectOpenAIError(deleted, status: 404, code: "not_found")
+                expectOpenAIError(deleted, status: 404, code: "context_not_found")
                 let list = try await client.execute(uri: "/v1/contexts", method: .get, headers: bearer(stranger))
                 #expect((list.object["data"] as? [Any])?.isEmpty == true)
 
                 let tooBig = try await client.execute(
                     uri: "/v1/contexts", method: .post, headers: bearer(owner),
                     body: ByteBuffer(repeating: 65, count: 1001))
-                expectOpenAIError(tooBig, status: 413, code: "request_too_large")
+                expectOpenAIError(tooBig, status: 413, code: "context_too_large")
                 let files = try FileManager.default.contentsOfDirectory(
                     atPath: StoreLocation(directory: fixture.directory).contextsDirectory + "/" + ownerID)
                 #expect(files == [id])
+            }
+        }
+    }
+
+    @Test func aKnownPathWithAnotherMethodIs405WithAllow() async throws {
+        try await withServer { fixture in
+            let (secret, _) = try await fixture.key("k")
+            try await fixture.application().test(.router) { client in
+                let response = try await client.execute(
+                    uri: "/v1/chat/completions", method: .get, headers: bearer(secret))
+                expectOpenAIError(response, status: 405, code: "method_not_allowed")
+                #expect(response.headers[.allow] == "POST")
+                let context = try await client.execute(
+                    uri: "/v1/contexts/ctx_1", method: .post, headers: bearer(secret), body: json("{}"))
+                expectOpenAIError(context, status: 405, code: "method_not_allowed")
+                #expect(context.headers[.allow] == "GET, DELETE")
+            }
+        }
+    }
+
+    @Test func aMultipartUploadStoresItsFileFieldOnly() async throws {
+        try await withServer(configure: { $0.maxContextBytes = 1000 }) { fixture in
+            let (secret, id) = try await fixture.key("owner")
+            try await fixture.application().test(.router) { client in
+                func form(_ file: String) -> ByteBuffer {
+                    ByteBuffer(
+                        string: "--XyZ\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nassistants\r\n"
+                            + "--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"../../app.log\"\r\n"
+                            + "Content-Type: text/plain\r\n\r\n\(file)\r\n--XyZ--\r\n")
+                }
+                var headers = bearer(secret)
+                headers[.contentType] = "multipart/form-data; boundary=XyZ"
+                let stored = try await client.execute(
+                    uri: "/v1/contexts", method: .post, headers: headers, body: form("ERROR one\nINFO two"))
+                #expect(stored.status == .ok, "\(stored.text)")
+                #expect(stored.object["bytes"] as? Int == 18)
+                #expect(stored.object["name"] as? String == "app.log")  // a label, never a path
+                let contextID = try #require(stored.object["id"] as? String)
+                let file = StoreLocation(directory: fixture.directory).contextsDirectory + "/\(id)/\(contextID)"
+                #expect(try String(contentsOfFile: file, encoding: .utf8) == "ERROR one\nINFO two")
+
+                let tooBig = try await client.execute(
+                    uri: "/v1/contexts", method: .post, headers: headers,
+                    body: form(String(repeating: "x", count: 1001)))
+                expectOpenAIError(tooBig, status: 413, code: "context_too_large")
+                let files = try FileManager.default.contentsOfDirectory(
+                    atPath: StoreLocation(directory: fixture.directory).contextsDirectory + "/" + id)
+                #expect(files == [contextID])
+            }
+        }
+    }
+
+    @Test(
+        .disabled(
+            """
+            BUG: Routes.swift upload() answers a multipart form over --max-context + 64 KiB with \
+            JSONBody.tooLarge(maxContextBytes): code body_too_large and a message naming --max-body with the \
+            context limit in MiB ("0 MiB" here)
+            """))
+    func aMultipartFormOverTheContextLimitSaysTheContextLimit() async throws {
+        try await withServer(configure: { $0.maxContextBytes = 1000 }) { fixture in
+            let (secret, _) = try await fixture.key("owner")
+            try await fixture.application().test(.router) { client in
+                // A small file beside a large other field: the form is over --max-context + 64 KiB.
+                let body = ByteBuffer(
+                    string: "--XyZ\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\n"
+                        + String(repeating: "p", count: 70_000) + "\r\n"
+                        + "--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\n"
+                        + "small\r\n--XyZ--\r\n")
+                var headers = bearer(secret)
+                headers[.contentType] = "multipart/form-data; boundary=XyZ"
+                let response = try await client.execute(
+                    uri: "/v1/contexts", method: .post, headers: headers, body: body)
+                if response.status != .ok {
+                    // An upload's limit is --max-context, not --max-body (which uploads are not under).
+                    expectOpenAIError(response, status: 413, code: "context_too_large")
+                    let message = response.error?["message"] as? String ?? ""
+                    #expect(!message.contains("--max-body"), "\(message)")
+                    #expect(message.contains("--max-context"), "\(message)")
+                }
             }
         }
     }

@@ -2,11 +2,14 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
+import Logging
 import NIOCore
+import NIOEmbedded
 import RLMRuntime
 import RLMServer
 import RLMService
 import RLMStore
+import Synchronization
 import Testing
 
 /// One test's server: a temporary store with a real ``SQLiteKeyStore``, a service over it (not started: the HTTP
@@ -90,9 +93,25 @@ func bearer(_ secret: String) -> HTTPFields { [.authorization: "Bearer \(secret)
 
 func json(_ text: String) -> ByteBuffer { ByteBuffer(string: text) }
 
-extension TestResponse {
-    var text: String { String(buffer: body) }
+/// A response as the tests read it: from the test client, or straight from the responder.
+protocol HTTPReply {
+    var status: HTTPResponse.Status { get }
+    var headers: HTTPFields { get }
+    var text: String { get }
+}
 
+extension TestResponse: HTTPReply {
+    var text: String { String(buffer: body) }
+}
+
+/// A response collected from the responder itself.
+struct CollectedResponse: HTTPReply {
+    var status: HTTPResponse.Status
+    var headers: HTTPFields
+    var text: String
+}
+
+extension HTTPReply {
     /// The body as a JSON object (empty when it is not one).
     var object: [String: Any] {
         (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] ?? [:]
@@ -110,10 +129,22 @@ extension TestResponse {
     }
 }
 
+/// Sends `request` straight to `app`'s responder (no test client, so no header is added) and collects the reply.
+func respond<App: ApplicationProtocol>(_ app: App, _ request: Request) async throws -> CollectedResponse {
+    let responder = try await app.responder
+    let context = App.Responder.Context(
+        source: ApplicationRequestContextSource(
+            channel: NIOAsyncTestingChannel(), logger: Logger(label: "rlm.server.tests")))
+    let response = try await responder.respond(to: request, context: context)
+    let body = CollectedBody()
+    try await response.body.write(body)
+    return CollectedResponse(status: response.status, headers: response.headers, text: String(buffer: body.buffer))
+}
+
 /// Checks that `response` is an OpenAI-shaped JSON error: the status, `Content-Type: application/json`, and a body
 /// of exactly `{"error": {"message", "type", "code", "param"}}` with the code given.
 func expectOpenAIError(
-    _ response: TestResponse, status: Int, code: String, param: String? = nil,
+    _ response: some HTTPReply, status: Int, code: String, param: String? = nil,
     sourceLocation: SourceLocation = #_sourceLocation
 ) {
     #expect(Int(response.status.code) == status, "\(response.text)", sourceLocation: sourceLocation)
@@ -132,4 +163,17 @@ func expectOpenAIError(
     }
     let message = error["message"] as? String ?? ""
     #expect(!message.contains("/tmp/") && !message.contains("rlm-server-tests"), sourceLocation: sourceLocation)
+}
+
+/// A response body writer that keeps what it is given.
+final class CollectedBody: ResponseBodyWriter, Sendable {
+    private let collected = Mutex(ByteBuffer())
+
+    var buffer: ByteBuffer { collected.withLock { $0 } }
+
+    func write(_ buffer: ByteBuffer) async throws {
+        collected.withLock { $0.writeImmutableBuffer(buffer) }
+    }
+
+    func finish(_ trailingHeaders: HTTPFields?) async throws {}
 }

@@ -61,7 +61,7 @@ struct ContextTests {
                 try service.beginUpload(caller: caller, name: nil, expectedBytes: 1001)
             }
             #expect(declared?.status == 413)
-            #expect(declared?.code == "request_too_large")
+            #expect(declared?.code == "context_too_large")
             #expect(declared?.message.contains("--max-context") == true)
 
             // Streamed too large: refused at the chunk that crosses the limit, the file removed.
@@ -70,7 +70,7 @@ struct ContextTests {
             try upload.write(Data(repeating: 65, count: 600))
             let error = await serviceError { try upload.write(Data(repeating: 65, count: 600)) }
             #expect(error?.status == 413)
-            #expect(error?.code == "request_too_large")
+            #expect(error?.code == "context_too_large")
             #expect(!FileManager.default.fileExists(atPath: file))
             #expect(await serviceError { try await upload.finish() }?.status == 400)
             #expect(await serviceError { try await service.context(caller: caller, id: upload.id) }?.status == 404)
@@ -146,12 +146,13 @@ struct ContextTests {
             let strangerGet = await serviceError { try await service.context(caller: stranger, id: record.id) }
             let missingGet = await serviceError { try await service.context(caller: owner, id: missing) }
             #expect(strangerGet?.status == 404)
-            #expect(strangerGet?.code == "not_found")
+            #expect(strangerGet?.code == "context_not_found")
             #expect(shape(strangerGet, id: record.id) == shape(missingGet, id: missing))
 
             let strangerDelete = await serviceError { try await service.deleteContext(caller: stranger, id: record.id) }
             let missingDelete = await serviceError { try await service.deleteContext(caller: owner, id: missing) }
             #expect(strangerDelete?.status == 404)
+            #expect(strangerDelete?.code == "context_not_found")
             #expect(shape(strangerDelete, id: record.id) == shape(missingDelete, id: missing))
 
             // A malformed id answers the same way (it is never a path).
@@ -163,6 +164,26 @@ struct ContextTests {
             // The owner still has it, bytes and all.
             #expect(try await service.context(caller: owner, id: record.id).bytes == 14)
             #expect(FileManager.default.fileExists(atPath: path(fixture, owner.owner, record.id)))
+        }
+    }
+
+    @Test func theLocalUsersContextsStayInTheProcessAndAreNoKeysToSee() async throws {
+        try await withFixture { fixture in
+            let service = fixture.service()
+            let (_, keyed) = try await fixture.key("keyed")
+            let upload = try service.beginUpload(caller: .localUser, name: "mine")
+            try upload.write(Data("local bytes".utf8))
+            let record = try await upload.finish()
+            #expect(try await service.context(caller: .localUser, id: record.id).bytes == 11)
+            #expect(try await service.contexts(caller: .localUser).map(\.id) == [record.id])
+            #expect(try await fixture.store.contexts(keyID: Caller.localUser.owner).isEmpty)  // not in the key store
+
+            let seen = await serviceError { try await service.context(caller: keyed, id: record.id) }
+            #expect(seen?.code == "context_not_found")
+            #expect(await serviceError { try await service.deleteContext(caller: keyed, id: record.id) }?.status == 404)
+            try await service.deleteContext(caller: .localUser, id: record.id)
+            #expect(!FileManager.default.fileExists(atPath: path(fixture, Caller.localUser.owner, record.id)))
+            #expect(await serviceError { try await service.context(caller: .localUser, id: record.id) }?.status == 404)
         }
     }
 

@@ -50,6 +50,9 @@ struct ServiceErrorTests {
         #expect(ServiceError.unauthorized.status == 401)
         #expect(ServiceError.unauthorized.retryAfter == nil)
         #expect(ServiceError.notFound("context 'x'").message == "no context 'x'")
+        #expect(ServiceError.notFound("context 'x'").code == "context_not_found")
+        #expect(ServiceError.notFound("session 'x'").code == "session_not_found")
+        #expect(ServiceError.notFound("such endpoint").code == "not_found")
         #expect(ServiceError.invalid("bad").jsonRPCCode == -32602)
         #expect(ServiceError.internalError.jsonRPCCode == -32603)
     }

@@ -134,13 +134,13 @@ func withTimeout<T: Sendable>(
     }
 }
 
-/// Polls `condition` every 10 ms until it holds or `limit` passes.
+/// Polls `condition` every 20 ms until it holds or `limit` passes.
 /// - Returns: whether it held.
 func eventually(within limit: Duration = .seconds(5), _ condition: () async -> Bool) async -> Bool {
     let deadline = ContinuousClock.now + limit
     while ContinuousClock.now < deadline {
         if await condition() { return true }
-        try? await Task.sleep(for: .milliseconds(10))
+        try? await Task.sleep(for: .milliseconds(20))
     }
     return await condition()
 }
