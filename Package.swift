@@ -198,8 +198,15 @@ let package = Package(
         .executableTarget(
             name: "rlm-bench",
             dependencies: [
-                "RLM", "RLMSandbox", "RLMProviders", "RLMTesting",
+                "RLM", "RLMSandbox", "RLMProviders", "RLMTesting", "RLMServer", "RLMService", "RLMStore", "RLMRuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),

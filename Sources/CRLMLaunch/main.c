@@ -862,6 +862,13 @@ int main(int argc, char **argv)
     if (want_keyring)
         new_keyring();
 
+    /* ---- 7b. below the host in the scheduler: model-written code never starves the process that serves it
+     * (a server's health checks and event loops keep their CPU while a burst of sandboxes starts). Lowering the
+     * priority needs no privilege, and RLIMIT_NICE (when set) keeps the sandbox from raising it back. ---- */
+    errno = 0;
+    if (setpriority(PRIO_PROCESS, 0, 10) != 0 && errno != 0)
+        fail_errno(EXIT_SETUP, errno, "setpriority(10)");
+
     /* ---- 8. privilege drop (only when root) ---- */
     if (have_uid && geteuid() == 0)
         drop_privileges(uid, gid);

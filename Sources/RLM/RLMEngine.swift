@@ -266,16 +266,30 @@ public actor RLMSession {
         try await RLMEngine.drive(loop: loop, query: query, configuration: configuration)
     }
 
+    /// Asks a question under a budget of its own (a server narrows each question to what its caller has left); the
+    /// iteration limit stays the session's.
+    /// - Parameters:
+    ///   - query: the question.
+    ///   - budget: tokens, cost, time and sub-calls for this question.
+    public func ask(_ query: String, budget: Budget) async throws -> RLMResult {
+        var configuration = configuration
+        configuration.budget = budget
+        return try await RLMEngine.drive(loop: loop, query: query, configuration: configuration)
+    }
+
     /// Runs code of the caller's own (not the model's) in the session's REPL, where the questions' variables and
-    /// `context` are: state persists both ways. Sub-calls from the code are answered under the session's budget.
-    /// - Parameter code: Python source.
-    /// - Returns: the cell's output and outcome.
-    public func execute(_ code: String) async throws -> CellResult {
-        let tracker = BudgetTracker(budget: configuration.budget)
+    /// `context` are: state persists both ways. Sub-calls from the code are answered under `budget` (the session's
+    /// by default).
+    /// - Parameters:
+    ///   - code: Python source.
+    ///   - budget: what the code's sub-calls may spend.
+    /// - Returns: the cell's output and outcome, and what its sub-calls spent.
+    public func execute(_ code: String, budget: Budget? = nil) async throws -> (result: CellResult, usage: RunUsage) {
+        let tracker = BudgetTracker(budget: budget ?? configuration.budget)
         do {
             let result = try await loop.execute(code, tracker: tracker, calls: CallCounter())
             await tracker.finish()
-            return result
+            return (result, await tracker.usage)
         } catch {
             await tracker.finish()
             throw error

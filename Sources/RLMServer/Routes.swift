@@ -192,6 +192,13 @@ struct Routes: Sendable {
             guard let boundary = Self.boundary(of: contentType) else {
                 throw ServiceError.invalid("a multipart upload needs a boundary in its Content-Type")
             }
+            // The form's overhead (boundaries, part headers) is small: a declared length far past the context
+            // limit is refused before a byte is read.
+            if let declared, declared > service.configuration.maxContextBytes + 64 << 10 {
+                throw ServiceError.tooLarge(
+                    "the upload is \(declared >> 20) MiB, more than this server's context limit of "
+                        + "\(service.configuration.maxContextBytes >> 20) MiB (--max-context)")
+            }
             upload = try service.beginUpload(caller: caller, name: nil, expectedBytes: nil)
             let form = MultipartFile(boundary: boundary, upload: upload)
             do {
@@ -205,10 +212,6 @@ struct Routes: Sendable {
             guard form.sawFile else {
                 upload.abort()
                 throw ServiceError.invalid("the multipart form has no 'file' field", param: "file")
-            }
-            if let declared, declared > service.configuration.maxContextBytes + 64 << 10 {
-                upload.abort()
-                throw JSONBody.tooLarge(service.configuration.maxContextBytes)
             }
             return try await finishUpload(upload, caller: caller, name: name)
         }

@@ -176,7 +176,8 @@ public final class RLMService: Sendable {
         let clock = ContinuousClock()
         let deadline = clock.now + configuration.shutdownGrace
         while clock.now < deadline, state.withLock({ !$0.runs.isEmpty }) {
-            try? await Task.sleep(for: .milliseconds(50))
+            // A cancelled caller (its body was cancelled) gets no grace: the sleep would return at once and spin.
+            do { try await Task.sleep(for: .milliseconds(50)) } catch { break }
         }
         let (runs, sessions) = state.withLock { state in
             defer { state.sessions = [:] }
@@ -185,6 +186,12 @@ public final class RLMService: Sendable {
         for run in runs { run.cancel() }
         for run in runs { _ = await run.result }
         for session in sessions { await session.close() }
+        // The local user's uploads live as long as the process that recorded them (the key store holds keys' only).
+        let local = state.withLock { state in
+            defer { state.localContexts = [:] }
+            return Array(state.localContexts.keys)
+        }
+        for id in local { files.remove(owner: Caller.localUser.owner, id: id) }
     }
 
     // MARK: - Callers
@@ -363,7 +370,7 @@ public final class RLMService: Sendable {
     }
 
     /// The caller's tokens left today and dollars left in all; refuses when either is spent.
-    private func allowance(_ caller: Caller) async throws -> (tokens: Int?, cost: Double?) {
+    func allowance(_ caller: Caller) async throws -> (tokens: Int?, cost: Double?) {
         guard let key = caller.key else { return (nil, nil) }
         var tokens: Int?
         if let perDay = key.limits.tokensPerDay {
@@ -410,7 +417,8 @@ public final class RLMService: Sendable {
         do {
             if let sessionID = request.sessionID {
                 return try await ask(
-                    request, in: sessionID, caller: caller, plan: plan, onEvent: onEvent, record: record, start: start)
+                    request, in: sessionID, caller: caller, plan: plan, tokensLeft: tokensLeft, costLeft: costLeft,
+                    onEvent: onEvent, record: record, start: start)
             }
             let budget = try request.budget(
                 server: template.budget, tokensLeft: tokensLeft, costLeft: costLeft)
@@ -463,7 +471,7 @@ public final class RLMService: Sendable {
         if let usage = record.usage { await addUsage(caller, usage) }
     }
 
-    private func addUsage(_ caller: Caller, _ usage: RunUsage) async {
+    func addUsage(_ caller: Caller, _ usage: RunUsage) async {
         guard let key = caller.key else { return }
         // Recorded even for a run that was cancelled (its spending happened): not in the cancelled task.
         let (store, logger) = (store, logger)

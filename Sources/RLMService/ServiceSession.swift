@@ -12,6 +12,8 @@ final class ServiceSession: Sendable {
     let owner: String
     let contextIDs: [String]
     let created: Date
+    /// The budget each question and cell starts from (narrowed per turn to what the caller has left).
+    let budget: Budget
     let session: RLMSession
     let writer: TrajectoryWriter
     private let baseRun: String
@@ -41,6 +43,7 @@ final class ServiceSession: Sendable {
         self.owner = owner
         self.contextIDs = contextIDs
         self.created = Date()
+        self.budget = configuration.budget
         self.writer = writer
         self.baseRun = writer.runID
         self.maxEvents = maxEvents
@@ -189,11 +192,17 @@ extension RLMService {
     /// Runs the caller's own code in a session's REPL (MCP's `execute_python`); a new session when `id` is `nil`.
     /// - Returns: the session's id and the cell's result.
     public func execute(caller: Caller, sessionID id: String?, code: String) async throws -> (String, CellResult) {
-        guard code.utf8.count <= 1 << 20 else { throw ServiceError.tooLarge("the code is over 1 MiB") }
+        guard code.utf8.count <= 1 << 20 else {
+            throw ServiceError.tooLarge("the code is over 1 MiB", code: "code_too_large")
+        }
         var id = id
         if id == nil { id = try await openSession(caller: caller).id }
         guard let id else { throw ServiceError.internalError }
         let session = try session(caller: caller, id: id)
+        // The code's llm_query calls spend the caller's tokens and dollars like a question does.
+        let (tokensLeft, costLeft) = try await allowance(caller)
+        let budget = try RunRequest(query: "").budget(
+            server: session.budget, tokensLeft: tokensLeft, costLeft: costLeft)
         let slot = try limiter.acquireRun(caller)
         defer { slot.free() }
         let turn = try await gate.enter()
@@ -202,15 +211,19 @@ extension RLMService {
         try session.beginTurn(sink: nil, record: record, question: false)
         defer { session.endTurn() }
         do {
-            return (id, try await session.session.execute(code))
+            let (result, usage) = try await session.session.execute(code, budget: budget)
+            if usage.modelCalls > 0 || usage.tokens.totalTokens > 0 { await addUsage(caller, usage) }
+            return (id, result)
         } catch {
+            if let usage = record.usage { await addUsage(caller, usage) }
             throw ServiceError(RunFailure.classify(error))
         }
     }
 
     /// Asks a question in the caller's session.
     func ask(
-        _ request: RunRequest, in id: String, caller: Caller, plan: RLMRuntime.Plan,
+        _ request: RunRequest, in id: String, caller: Caller, plan: RLMRuntime.Plan, tokensLeft: Int?,
+        costLeft: Double?,
         onEvent: (@Sendable (RLMEvent) -> Void)?, record: ServiceRecord, start: ContinuousClock.Instant
     ) async throws -> RunOutcome {
         let session = try session(caller: caller, id: id)
@@ -219,13 +232,14 @@ extension RLMService {
                 "a session's contexts are set when it is opened; leave rlm.contexts out when rlm.session is given",
                 param: "rlm.contexts")
         }
+        let budget = try request.budget(server: session.budget, tokensLeft: tokensLeft, costLeft: costLeft)
         try session.beginTurn(sink: onEvent, record: record, question: true)
         defer { session.endTurn() }
         var query = request.query
         if let history = request.history, !history.isEmpty {
             query = "Earlier in this conversation:\n\(history)\n\nThe question: \(request.query)"
         }
-        let result = try await session.session.ask(query)
+        let result = try await session.session.ask(query, budget: budget)
         let outcome = RunOutcome(
             result: result, trajectoryID: session.writer.runID, model: models.first ?? "", sessionID: id)
         await finish(outcome: outcome, caller: caller, models: models, plan: plan, trajectory: session.writer.path)

@@ -11,7 +11,7 @@ struct RLMCommand: AsyncParsableCommand {
         version: "rlm \(RLMVersion.string)",
         subcommands: [
             RunCommand.self, ChatCommand.self, ModelCommand.self, SandboxCommand.self, TrajectoriesCommand.self,
-            ViewCommand.self, DoctorCommand.self, BenchCommand.self, KeysCommand.self,
+            ViewCommand.self, DoctorCommand.self, BenchCommand.self, KeysCommand.self, ServeCommand.self,
             MCPCommand.self,
         ]
     )

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Metrics
 import Prometheus
+import RLMMCP
 import RLMRuntime
 import RLMServer
 import RLMService
@@ -123,7 +124,7 @@ struct ServeCommand: AsyncParsableCommand {
         // Shut down in reverse order: the runtime first (runs stopped, sessions closed, the offline model stopped),
         // then MCP's sessions, then the HTTP server finishes what is in flight.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: application)]
-        if let mcp { services.append(.init(service: MCPMount.shutdownService(mcp))) }
+        services.append(.init(service: MCPMount.Closer(endpoint: mcp)))
         services.append(.init(service: RuntimeService(service: service)))
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
@@ -147,17 +148,20 @@ struct ServeCommand: AsyncParsableCommand {
     }
 }
 
-/// Where `/mcp` comes from: the MCP module's endpoint, mounted on the HTTP server.
+/// Where `/mcp` comes from: the MCP module's endpoint, mounted on the HTTP server, and the service that closes its
+/// sessions when the server stops.
 enum MCPMount {
-    static func endpoint(service: RLMService, logger: Logger) -> (any PlainHTTPEndpoint)? {
-        nil
+    static func endpoint(service: RLMService, logger: Logger) -> MCPHTTPEndpoint {
+        MCPHTTPEndpoint(service: service, logger: logger)
     }
 
-    static func shutdownService(_ endpoint: any PlainHTTPEndpoint) -> any Service {
-        EndpointCloser()
-    }
+    /// Waits for the graceful shutdown, then closes every MCP session.
+    struct Closer: Service {
+        let endpoint: MCPHTTPEndpoint
 
-    struct EndpointCloser: Service {
-        func run() async throws { try? await gracefulShutdown() }
+        func run() async throws {
+            try? await gracefulShutdown()
+            await endpoint.closeAll()
+        }
     }
 }

@@ -294,13 +294,7 @@ struct HTTPServerTests {
         }
     }
 
-    @Test(
-        .disabled(
-            """
-            BUG: Routes.swift upload() answers a multipart form over --max-context + 64 KiB with \
-            JSONBody.tooLarge(maxContextBytes): code body_too_large and a message naming --max-body with the \
-            context limit in MiB ("0 MiB" here)
-            """))
+    @Test
     func aMultipartFormOverTheContextLimitSaysTheContextLimit() async throws {
         try await withServer(configure: { $0.maxContextBytes = 1000 }) { fixture in
             let (secret, _) = try await fixture.key("owner")

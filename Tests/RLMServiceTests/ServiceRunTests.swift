@@ -125,13 +125,7 @@ struct ServiceRunTests {
         }
     }
 
-    @Test(
-        .disabled(
-            """
-            BUG: ServiceSession.swift openSession sets the session's budget once with tokensLeft/costLeft nil \
-            and ask() never narrows it: a session question runs with the server's full budget, past the key's \
-            tokens per day and cost budget
-            """))
+    @Test
     func aSessionQuestionIsHeldToWhatTheKeyHasLeft() async throws {
         try await withFixture { fixture in
             let (secret, _) = try await fixture.key("nearly-spent", APIKeyLimits(tokensPerDay: 1000))
@@ -152,12 +146,7 @@ struct ServiceRunTests {
         }
     }
 
-    @Test(
-        .disabled(
-            """
-            BUG: RLMService.execute (ServiceSession.swift) never records the usage of llm_query/rlm_query calls \
-            made by executed code: the key's tokens and spend do not count them
-            """))
+    @Test
     func modelCallsFromExecutedCodeAreTheKeys() async throws {
         try await withFixture { fixture in
             let (_, caller) = try await fixture.key("coder")
@@ -174,12 +163,7 @@ struct ServiceRunTests {
         }
     }
 
-    @Test(
-        .disabled(
-            """
-            BUG: RLMService.execute (ServiceSession.swift) checks no allowance: a key past its tokens per day \
-            (or cost budget) still gets model calls through llm_query in executed code
-            """))
+    @Test
     func aKeyWithNoTokensLeftGetsNoModelCallThroughExecutedCode() async throws {
         try await withFixture { fixture in
             let (secret, _) = try await fixture.key("spent", APIKeyLimits(tokensPerDay: 100))
