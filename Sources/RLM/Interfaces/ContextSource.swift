@@ -168,7 +168,9 @@ public final class ContextDirectory: Sendable {
     ///   neither a regular file nor a directory.
     public func openEntry(_ path: String) throws -> Int32 {
         let fd = crlm_open_beneath(self.fd, path)
-        guard fd >= 0 else { throw ContextLoadError("\(path) could not be opened: \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else {
+            throw ContextLoadError("\(path) could not be opened: \(String(cString: strerror(errno)))")
+        }
         var info = stat()
         let kind = fstat(fd, &info) == 0 ? info.st_mode & S_IFMT : 0
         guard kind == S_IFREG || kind == S_IFDIR else {
