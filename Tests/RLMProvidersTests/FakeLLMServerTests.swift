@@ -53,9 +53,8 @@ struct FakeLLMServerTests {
                 let elapsed = ContinuousClock.now - start
                 #expect(Set(answers) == Set((0..<32).map { "re: q\($0)" }))
                 #expect(await server.requests.count == 32)
-                #expect(gauge.maximum >= 16, "at most \(gauge.maximum) requests were in flight at once")
-                // One after the other would take 12.8 s; eight at a time 1.6 s.
-                #expect(elapsed < .seconds(12), "32 requests of 400 ms took \(elapsed)")
+                // Concurrency is proved by the gauge, not by a wall-clock bound a loaded machine can break.
+                #expect(gauge.maximum >= 16, "at most \(gauge.maximum) requests were in flight at once (\(elapsed))")
             }
         }
     }
