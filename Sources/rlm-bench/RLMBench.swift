@@ -11,7 +11,7 @@ struct RLMBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rlm-bench",
         abstract: "SwiftRLM benchmarks that run against the fake LLM server (figures for docs/BENCHMARKS.md).",
-        subcommands: [SubcallsBench.self, ContextBench.self]
+        subcommands: [SubcallsBench.self, ContextBench.self, ServeBench.self]
     )
 }
 
