@@ -569,7 +569,9 @@ public final class RLMService: Sendable {
 
     /// The process sandbox sized for the context (memory, work dir), from the server's limits.
     func sandbox(for source: ContextSource?) throws -> any Sandbox {
-        let base = RLMRuntime.processSandbox(python: configuration.runtime.python).configuration
+        var base = RLMRuntime.processSandbox(python: configuration.runtime.python).configuration
+        // Sized so idle sessions can never take the slots runs need (the process default, 16, is `rlm run`'s).
+        base.maxLiveSessionsPerProcess = configuration.maxLiveSandboxes
         return ProcessSandbox(
             configuration: try configuration.contextLimits.sandbox(
                 forContextBytes: source?.totalBytes ?? 0, shape: source?.shape, base: base))

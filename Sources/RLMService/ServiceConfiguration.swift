@@ -23,6 +23,8 @@ public struct ServiceConfiguration: Sendable {
     public var sessionTTL: Duration
     /// Sessions a caller may hold at once.
     public var maxSessionsPerCaller: Int
+    /// Sessions all callers together may hold at once (each keeps a sandbox alive while idle).
+    public var maxSessionsTotal: Int
     /// Events a session keeps (the latest ones).
     public var maxEventsPerSession: Int
     /// Runs in flight across all callers; more wait their turn (not refused), up to ``maxQueuedRuns``.
@@ -36,7 +38,8 @@ public struct ServiceConfiguration: Sendable {
     public init(
         runtime: RuntimeOptions, environment: [String: String], storeDirectory: String? = nil, roots: [String] = [],
         maxContextBytes: Int = ContextLimits.defaultMaxContextBytes, contextLimits: ContextLimits = ContextLimits(),
-        sessionTTL: Duration = .seconds(900), maxSessionsPerCaller: Int = 4, maxEventsPerSession: Int = 200,
+        sessionTTL: Duration = .seconds(900), maxSessionsPerCaller: Int = 4, maxSessionsTotal: Int = 64,
+        maxEventsPerSession: Int = 200,
         maxConcurrentRuns: Int = 16, maxQueuedRuns: Int = 256, shutdownGrace: Duration = .seconds(10)
     ) {
         self.runtime = runtime
@@ -47,10 +50,17 @@ public struct ServiceConfiguration: Sendable {
         self.contextLimits = contextLimits
         self.sessionTTL = sessionTTL
         self.maxSessionsPerCaller = maxSessionsPerCaller
+        self.maxSessionsTotal = maxSessionsTotal
         self.maxEventsPerSession = maxEventsPerSession
         self.maxConcurrentRuns = maxConcurrentRuns
         self.maxQueuedRuns = maxQueuedRuns
         self.shutdownGrace = shutdownGrace
+    }
+
+    /// Sandboxes the server may keep alive at once: every run in flight with its `rlm_query` children, plus every
+    /// session's (an idle session holds its sandbox). Past it a new sandbox would wait for a slot.
+    public var maxLiveSandboxes: Int {
+        maxConcurrentRuns * max(1, runtime.maxLiveSandboxes) + maxSessionsTotal
     }
 
     /// Where keys and contexts are kept.

@@ -128,7 +128,13 @@ extension RLMService {
     ) async throws -> SessionSummary {
         let (template, plan) = try readyForSessions()
         sweepSessions()
-        let held = withState { state in state.sessions.values.filter { $0.owner == caller.owner }.count }
+        let (held, total) = withState { state in
+            (state.sessions.values.filter { $0.owner == caller.owner }.count, state.sessions.count)
+        }
+        guard total < configuration.maxSessionsTotal else {
+            throw ServiceError.unavailable(
+                "the server holds \(total) sessions, its limit; retry when one closes or expires", retryAfter: 30)
+        }
         guard held < configuration.maxSessionsPerCaller else {
             throw ServiceError.rateLimited(
                 "session_limit_exceeded",

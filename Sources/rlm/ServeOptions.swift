@@ -44,6 +44,9 @@ struct ServeOptions: ParsableArguments {
     @Option(help: "Sessions one key may hold at once.")
     var maxSessions: Int = 4
 
+    @Option(help: "Sessions all keys together may hold (each keeps an idle sandbox).")
+    var maxSessionsTotal: Int = 64
+
     @Option(help: "Runs in flight across all keys; more wait their turn.")
     var maxRuns: Int = 8
 
@@ -55,6 +58,7 @@ struct ServeOptions: ParsableArguments {
         _ = try seconds(sessionTTL, flag: "--session-ttl")
         _ = try seconds(shutdownGrace, flag: "--shutdown-grace")
         guard maxSessions >= 1 else { throw ValidationError("--max-sessions must be at least 1") }
+        guard maxSessionsTotal >= 1 else { throw ValidationError("--max-sessions-total must be at least 1") }
         guard maxRuns >= 1 else { throw ValidationError("--max-runs must be at least 1") }
         _ = try sizes()
         for directory in root {
@@ -94,6 +98,7 @@ struct ServeOptions: ParsableArguments {
             environment: environment, storeDirectory: store.map { ($0 as NSString).standardizingPath }, roots: roots,
             maxContextBytes: limits.maxContext, contextLimits: limits,
             sessionTTL: Duration(userSeconds: sessionTTL) ?? .seconds(900), maxSessionsPerCaller: maxSessions,
+            maxSessionsTotal: maxSessionsTotal,
             maxConcurrentRuns: maxRuns, shutdownGrace: Duration(userSeconds: shutdownGrace) ?? .seconds(10))
     }
 }

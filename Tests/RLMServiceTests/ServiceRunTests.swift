@@ -1,5 +1,6 @@
 import Foundation
 import RLM
+import RLMRuntime
 import RLMStore
 import RLMTesting
 import Testing
@@ -177,6 +178,29 @@ struct ServiceRunTests {
                     await server.requests.isEmpty,
                     "a key past its tokens per day made a model call: \(executed?.1.stdout ?? "-")")
                 if let id = executed?.0 { try await service.closeSession(caller: caller, id: id) }
+            }
+        }
+    }
+
+    @Test func idleSessionsAreCappedServerWideAndNeverTakeTheRunsSandboxSlots() async throws {
+        try await withFixture { fixture in
+            let (_, first) = try await fixture.key("first")
+            let (_, second) = try await fixture.key("second")
+            try await withReadyService(fixture, configure: { $0.maxSessionsTotal = 1 }) { service, _ in
+                _ = try await service.openSession(caller: first)
+                do {
+                    _ = try await service.openSession(caller: second)
+                    Issue.record("a session past the server-wide cap was opened")
+                } catch let error as ServiceError {
+                    #expect(error.status == 503 && error.retryAfter != nil, "\(error)")
+                }
+                // The sandboxes the server may keep: every run with its children, plus every session.
+                let configuration = service.configuration
+                #expect(
+                    configuration.maxLiveSandboxes
+                        == configuration.maxConcurrentRuns * configuration.runtime.maxLiveSandboxes + 1)
+                let answered = try await service.run(RunRequest(query: "still answered?"), caller: second)
+                #expect(answered.result.answer == "ok")
             }
         }
     }
