@@ -35,23 +35,8 @@ struct MCPCommand: AsyncParsableCommand {
             handler.logLevel = level
             return handler
         }
-        let configuration = try serve.serviceConfiguration(environment: ProcessInfo.processInfo.environment)
-        let store: SQLiteKeyStore
-        do {
-            store = try await SQLiteKeyStore.open(path: configuration.storeLocation.keysDatabase)
-        } catch {
-            printError("rlm: \(error)")
-            throw ExitCode(2)
-        }
-        for repair in store.repairs { printError("rlm: \(repair)") }
-        let service = RLMService(configuration: configuration, store: store, logger: logger)
-        do {
-            try service.validate()
-        } catch {
-            printError("rlm: \(RunFailure.classify(error).message)")
-            await store.close()
-            throw ExitCode(2)
-        }
+        let (service, store) = try await serve.openService(logger: logger)
+        let configuration = service.configuration
         let serving = Atomic<Bool>(false)
         let grace = configuration.shutdownGrace + .seconds(10)
         do {

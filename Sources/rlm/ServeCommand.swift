@@ -81,28 +81,7 @@ struct ServeCommand: AsyncParsableCommand {
             handler.logLevel = level
             return handler
         }
-        let environment = ProcessInfo.processInfo.environment
-        let configuration: ServiceConfiguration
-        do {
-            configuration = try serve.serviceConfiguration(environment: environment)
-        } catch let error as ValidationError {
-            throw error
-        }
-        let store: SQLiteKeyStore
-        do {
-            store = try await SQLiteKeyStore.open(path: configuration.storeLocation.keysDatabase)
-        } catch {
-            printError("rlm: \(error)")
-            throw ExitCode(2)
-        }
-        let service = RLMService(configuration: configuration, store: store, logger: logger)
-        do {
-            try service.validate()
-        } catch {
-            printError("rlm: \(RunFailure.classify(error).message)")
-            await store.close()
-            throw ExitCode(2)
-        }
+        let (service, store) = try await serve.openService(logger: logger)
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let mcp = MCPMount.endpoint(service: service, logger: logger)

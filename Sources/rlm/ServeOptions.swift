@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 import RLM
 import RLMRuntime
 import RLMService
@@ -100,5 +101,28 @@ struct ServeOptions: ParsableArguments {
             sessionTTL: Duration(userSeconds: sessionTTL) ?? .seconds(900), maxSessionsPerCaller: maxSessions,
             maxSessionsTotal: maxSessionsTotal,
             maxConcurrentRuns: maxRuns, shutdownGrace: Duration(userSeconds: shutdownGrace) ?? .seconds(10))
+    }
+
+    /// What `rlm serve` and `rlm mcp` start from: the configuration, the key store (repairs said on stderr) and the
+    /// service, its runtime options checked. Any failure is said on stderr and exits 2.
+    func openService(logger: Logger) async throws -> (RLMService, SQLiteKeyStore) {
+        let configuration = try serviceConfiguration(environment: ProcessInfo.processInfo.environment)
+        let store: SQLiteKeyStore
+        do {
+            store = try await SQLiteKeyStore.open(path: configuration.storeLocation.keysDatabase)
+        } catch {
+            printError("rlm: \(error)")
+            throw ExitCode(2)
+        }
+        for repair in store.repairs { printError("rlm: \(repair)") }
+        let service = RLMService(configuration: configuration, store: store, logger: logger)
+        do {
+            try service.validate()
+        } catch {
+            printError("rlm: \(RunFailure.classify(error).message)")
+            await store.close()
+            throw ExitCode(2)
+        }
+        return (service, store)
     }
 }
