@@ -10,6 +10,8 @@ import Foundation
 ///   not numbers.
 /// - `text`: equal ignoring case (runs of whitespace count as one space).
 /// - `path`: equal after removing a leading `./` or `### ` (case-sensitive, as file systems are).
+/// - `list`: comma-separated items, equal in number and order, each compared as `text` (`svc-3, svc-7 and svc-12` =
+///   `svc-3,svc-7,svc-12`; `svc-7, svc-3, svc-12` is wrong).
 public enum AnswerScorer {
     /// Whether `predicted` is a correct answer.
     /// - Parameters:
@@ -30,7 +32,23 @@ public enum AnswerScorer {
             return sameText(got, want)
         case .path:
             return stripPathPrefix(got) == stripPathPrefix(want)
+        case .list:
+            let wanted = listItems(want, allowAnd: false)
+            let items = listItems(got, allowAnd: !wanted.contains { $0.lowercased().contains(" and ") })
+            return !wanted.isEmpty && items.count == wanted.count && zip(items, wanted).allSatisfy(sameText)
         }
+    }
+
+    /// The items of a comma-separated list, each normalized; with `allowAnd`, an "and" before the last item (`a, b
+    /// and c`, `a, b, and c`) separates too.
+    private static func listItems(_ text: String, allowAnd: Bool) -> [String] {
+        var body = text
+        if allowAnd {
+            body = body.replacingOccurrences(
+                of: #"(,\s*|\s+)and\s+"#, with: ",", options: [.regularExpression, .caseInsensitive])
+        }
+        let items = body.split(separator: ",", omittingEmptySubsequences: false).map { normalize(String($0)) }
+        return items.contains(where: \.isEmpty) ? [] : items
     }
 
     /// Removes surrounding whitespace, quotes (straight or curly), backticks, `**`, and a trailing period, until none

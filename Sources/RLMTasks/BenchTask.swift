@@ -103,8 +103,41 @@ public struct TaskKind: RawRepresentable, Sendable, Hashable, Codable, CustomStr
     /// Questions about a generated multi-file Python project.
     public static let sourceTree = TaskKind(rawValue: "source_tree")
 
-    /// The kinds this version generates, in suite order.
-    public static let generated: [TaskKind] = [.counting, .needle, .aggregation, .sourceTree]
+    /// Rank the top few services, paths, customers or products by a count or a sum.
+    public static let topK = TaskKind(rawValue: "top_k")
+    /// Count the distinct values of a field (customers, client IPs, users) among records that pass a filter.
+    public static let distinct = TaskKind(rawValue: "distinct")
+    /// Count the documents that mention a word (whole word, any case) among near-miss words.
+    public static let mentions = TaskKind(rawValue: "mentions")
+    /// Two dependent steps (find an entity, then ask about it), where the one-step shortcut gives another answer.
+    public static let multiStep = TaskKind(rawValue: "multi_step")
+    /// A small directory of files in different formats that must be joined on an id.
+    public static let join = TaskKind(rawValue: "join")
+    /// JSON lines with nested objects, lists and optional fields; an average of a nested field, rounded.
+    public static let jsonl = TaskKind(rawValue: "jsonl")
+    /// CSV with quoted fields, decimals, a list column and a JSON column; a filtered sum or average, rounded.
+    public static let csv = TaskKind(rawValue: "csv")
+    /// The current code of one exact entity among decoys: names one edit away, a superseded code, other wordings.
+    public static let needleDecoys = TaskKind(rawValue: "needle_decoys")
+    /// Which one of a few documents sharing a keyword is about what the question means.
+    public static let meaning = TaskKind(rawValue: "meaning")
+    /// How many of the documents that mention a topic complain about it.
+    public static let meaningCount = TaskKind(rawValue: "meaning_count")
+
+    /// The kinds this version generates, in suite order (the first four keep their place: a kind's position is part
+    /// of its tasks' random streams).
+    public static let generated: [TaskKind] = [
+        .counting, .needle, .aggregation, .sourceTree, .topK, .distinct, .mentions, .multiStep, .join, .jsonl, .csv,
+        .needleDecoys, .meaning, .meaningCount,
+    ]
+
+    /// One-step kinds: a small model solves them with one filter over the context.
+    public static let simple: [TaskKind] = [
+        .counting, .needle, .aggregation, .sourceTree, .topK, .distinct, .mentions,
+    ]
+
+    /// Kinds that need several steps, a join, careful parsing, or reading for meaning.
+    public static let hard: [TaskKind] = [.multiStep, .join, .jsonl, .csv, .needleDecoys, .meaning, .meaningCount]
 }
 
 /// How an expected answer is compared with a prediction (see ``AnswerScorer``).
@@ -117,6 +150,9 @@ public enum AnswerKind: String, Sendable, Hashable, Codable, CaseIterable {
     case text
     /// A file path, compared after dropping a leading `./` or `### `.
     case path
+    /// An ordered list, comma-separated; items compared in order, case-insensitively (an "and" before the last item
+    /// and spaces around commas are ignored).
+    case list
 }
 
 /// `ContextValue` in a task file: `{"type": "text", "text": …}`, `{"type": "documents", "documents": […]}` or

@@ -20,6 +20,34 @@ public enum TaskSuite {
         }
     }
 
+    /// The plan of ``full(seed:)``: one task per kind, simple kinds then hard ones, at sizes a model on a CPU can work
+    /// through (100–300 KB), except `needle_decoys` at 20 MB.
+    public static let fullPlan: [(kind: TaskKind, sizeBytes: Int)] = [
+        (.counting, 100_000), (.needle, 300_000), (.aggregation, 100_000), (.sourceTree, 300_000),
+        (.topK, 100_000), (.distinct, 300_000), (.mentions, 200_000),
+        (.multiStep, 100_000), (.join, 200_000), (.jsonl, 300_000), (.csv, 100_000), (.needleDecoys, 20_000_000),
+        (.meaning, 200_000), (.meaningCount, 100_000),
+    ]
+
+    /// Fourteen tasks: one per kind (``TaskKind/simple`` then ``TaskKind/hard``), 100–300 KB each except
+    /// `needle_decoys` at 20 MB.
+    /// - Parameter seed: the seed.
+    public static func full(seed: UInt64) -> [BenchTask] {
+        fullPlan.enumerated().map { index, item in
+            task(seed: seed, index: index, kind: item.kind, sizeBytes: item.sizeBytes)
+        }
+    }
+
+    /// The tasks of ``full(seed:)`` whose kind is in `kinds` (same ids, same contexts).
+    /// - Parameters:
+    ///   - seed: the seed.
+    ///   - kinds: which kinds to keep (``TaskKind/simple`` or ``TaskKind/hard``).
+    public static func full(seed: UInt64, kinds: [TaskKind]) -> [BenchTask] {
+        fullPlan.enumerated().filter { kinds.contains($0.element.kind) }.map { index, item in
+            task(seed: seed, index: index, kind: item.kind, sizeBytes: item.sizeBytes)
+        }
+    }
+
     /// `count` tasks cycling through `kinds` and `sizes`: task `i` has kind `kinds[i % K]` and size
     /// `sizes[(i + i / lcm(K, S)) % S]`, so the first `K × S` tasks meet every kind with every size, and the first
     /// `lcm(K, S)` simply alternate (4 kinds and sizes 100k, 300k: counting 100k, needle 300k, aggregation 100k, …).
@@ -58,6 +86,16 @@ public enum TaskSuite {
         case .needle: generated = NeedleTaskGenerator.make(rng: &rng, sizeBytes: size)
         case .aggregation: generated = AggregationTaskGenerator.make(rng: &rng, sizeBytes: size)
         case .sourceTree: generated = SourceTreeTaskGenerator.make(rng: &rng, sizeBytes: size)
+        case .topK: generated = TopKTaskGenerator.make(rng: &rng, sizeBytes: size)
+        case .distinct: generated = DistinctTaskGenerator.make(rng: &rng, sizeBytes: size)
+        case .mentions: generated = MentionsTaskGenerator.make(rng: &rng, sizeBytes: size)
+        case .multiStep: generated = MultiStepTaskGenerator.make(rng: &rng, sizeBytes: size)
+        case .join: generated = JoinTaskGenerator.make(rng: &rng, sizeBytes: size)
+        case .jsonl: generated = JSONLinesTaskGenerator.make(rng: &rng, sizeBytes: size)
+        case .csv: generated = CSVTaskGenerator.make(rng: &rng, sizeBytes: size)
+        case .needleDecoys: generated = NeedleDecoysTaskGenerator.make(rng: &rng, sizeBytes: size)
+        case .meaning: generated = MeaningTaskGenerator.make(rng: &rng, sizeBytes: size)
+        case .meaningCount: generated = MeaningCountTaskGenerator.make(rng: &rng, sizeBytes: size)
         default: generated = CountingTaskGenerator.make(rng: &rng, sizeBytes: size)
         }
         let indexLabel = index < 10 ? "0\(index)" : "\(index)"

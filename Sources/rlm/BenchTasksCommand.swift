@@ -12,9 +12,11 @@ struct TasksBench: AsyncParsableCommand {
         commandName: "tasks",
         abstract: "Long-context tasks with exact answers: generate them, and score the RLM against a baseline.",
         discussion: """
-            Tasks come from a seeded generator (the same seed gives byte-identical tasks everywhere): counting lines \
-            in a log, finding a planted fact among decoys, aggregating over many documents, and questions about a \
-            generated source tree. See docs/TASKS.md.
+            Tasks come from a seeded generator (the same seed gives byte-identical tasks everywhere). Simple kinds: \
+            counting lines in a log, finding a planted fact among decoys, aggregating over many documents, questions \
+            about a generated source tree, top-k rankings, distinct counts, word mentions. Hard kinds: two dependent \
+            steps, joins across files, nested JSON lines, CSV with quoted fields, a needle among close decoys (20 MB \
+            in the full suite), and questions about meaning. See docs/TASKS.md.
             """,
         subcommands: [Generate.self, Run.self, Sample.self]
     )
@@ -30,13 +32,37 @@ struct TasksBench: AsyncParsableCommand {
         @Option(help: "Context sizes, comma-separated: 100k, 300k, 1m, 1.5m, 5m (k = 1000 bytes).")
         var sizes: String?
 
-        @Option(help: "Kinds, comma-separated: counting, needle, aggregation, source_tree (default: all).")
+        @Option(
+            help: """
+                Kinds, comma-separated: counting, needle, aggregation, source_tree, top_k, distinct, mentions, \
+                multi_step, join, jsonl, csv, needle_decoys, meaning, meaning_count, or the groups simple and hard \
+                (default: all).
+                """)
         var kinds: String?
+
+        @Option(
+            help: """
+                A fixed suite: standard (12 tasks, 100k to 5m), full (one task per kind at 100k-300k, needle_decoys \
+                at 20m), simple or hard (the full suite's tasks of that group). Default: standard, unless --count, \
+                --sizes or --kinds is given.
+                """)
+        var suite: String?
+
+        static let suites = ["standard", "full", "simple", "hard"]
 
         func validate() throws {
             if let count, count < 1 { throw ValidationError("--count must be at least 1") }
             _ = try parsedSizes()
             _ = try parsedKinds()
+            if let suite {
+                guard Self.suites.contains(suite) else {
+                    throw ValidationError(
+                        "--suite: unknown suite '\(suite)'; choose from \(Self.suites.joined(separator: ", "))")
+                }
+                if count != nil || sizes != nil || kinds != nil {
+                    throw ValidationError("--suite is a fixed set of tasks: do not combine it with --count, --sizes or --kinds")
+                }
+            }
         }
 
         func parsedSizes() throws -> [Int]? {
@@ -53,16 +79,17 @@ struct TasksBench: AsyncParsableCommand {
 
         func parsedKinds() throws -> [TaskKind] {
             guard let kinds else { return TaskKind.generated }
-            let values = try kinds.split(separator: ",").map { item -> TaskKind in
-                let kind = TaskKind(
-                    rawValue: item.trimmingCharacters(in: .whitespaces).replacingOccurrences(
-                        of: "-", with: "_"))
+            let values = try kinds.split(separator: ",").flatMap { item -> [TaskKind] in
+                let name = item.trimmingCharacters(in: .whitespaces).replacingOccurrences(of: "-", with: "_")
+                if name == "simple" { return TaskKind.simple }
+                if name == "hard" { return TaskKind.hard }
+                let kind = TaskKind(rawValue: name)
                 guard TaskKind.generated.contains(kind) else {
                     throw ValidationError(
                         "--kinds: unknown kind '\(item)'; choose from "
-                            + TaskKind.generated.map(\.rawValue).joined(separator: ", "))
+                            + TaskKind.generated.map(\.rawValue).joined(separator: ", ") + ", or simple or hard")
                 }
-                return kind
+                return [kind]
             }
             guard !values.isEmpty else { throw ValidationError("--kinds is empty") }
             return values
@@ -71,6 +98,13 @@ struct TasksBench: AsyncParsableCommand {
         /// The tasks this selection names.
         func tasks() throws -> [BenchTask] {
             let kinds = try parsedKinds()
+            switch suite {
+            case "full": return TaskSuite.full(seed: seed)
+            case "simple": return TaskSuite.full(seed: seed, kinds: TaskKind.simple)
+            case "hard": return TaskSuite.full(seed: seed, kinds: TaskKind.hard)
+            case "standard": return TaskSuite.standard(seed: seed)
+            default: break
+            }
             if count == nil && sizes == nil && self.kinds == nil { return TaskSuite.standard(seed: seed) }
             let sizes = try parsedSizes() ?? TaskSuite.standardSizes
             return TaskSuite.generate(seed: seed, count: count ?? kinds.count * sizes.count, sizes: sizes, kinds: kinds)
@@ -169,7 +203,7 @@ struct TasksBench: AsyncParsableCommand {
                 """
         )
 
-        @Option(help: "A task file (JSON, as written by `generate`); otherwise tasks come from --seed/--count/--sizes.")
+        @Option(help: "A task file (JSON, as written by `generate`); otherwise tasks come from --seed with --suite or --count/--sizes/--kinds.")
         var tasks: String?
 
         @OptionGroup var selection: Selection
@@ -203,8 +237,12 @@ struct TasksBench: AsyncParsableCommand {
                 throw ValidationError("--baseline-reply-tokens must be at least 16")
             }
             guard rlm || baseline else { throw ValidationError("--no-rlm and --no-baseline leave nothing to run") }
-            if tasks != nil && (selection.count != nil || selection.sizes != nil || selection.kinds != nil) {
-                throw ValidationError("--tasks reads a task file: do not combine it with --count, --sizes or --kinds")
+            if tasks != nil
+                && (selection.count != nil || selection.sizes != nil || selection.kinds != nil
+                    || selection.suite != nil)
+            {
+                throw ValidationError(
+                    "--tasks reads a task file: do not combine it with --count, --sizes, --kinds or --suite")
             }
         }
 
