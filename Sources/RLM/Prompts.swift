@@ -63,6 +63,8 @@ enum Prompts {
 
             \(examples(for: context))
 
+            \(meaning(for: context))
+
             \(rules(context))
             """
     }
@@ -81,8 +83,9 @@ enum Prompts {
             Rules: `context` holds all of the data, so work on the whole of it, not only the start shown to you. Go \
             line by line (or document by document) with simple `in` tests that match the exact format you see in \
             the data; print a few matches to check them. When several lines match, pick the one that names exactly \
-            what the question names (kappa-17 is not kappa-170). Wait for the REPL's output before you answer; never \
-            guess it.
+            what the question names (kappa-17 is not kappa-170). When the question has steps (find one thing, then \
+            something about it), print the first result and check it before the next step. Wait for the REPL's \
+            output before you answer; never guess it.
             """
     }
 
@@ -134,8 +137,35 @@ enum Prompts {
             """
     }
 
-    static func firstUser(query: String, context: ContextSummary?) -> String {
+    /// When the answer turns on what text means, not on words it contains: a worked example of asking the sub-model
+    /// about each candidate. Kept short: it is in every request.
+    static func meaning(for context: ContextSummary?) -> String {
+        guard hasData(context) else { return "" }
+        let items =
+            context?.shape == .documents
+            ? "items = [d for d in context if \"refund\" in d.lower()]"
+            : "items = [x for x in context.splitlines() if \"refund\" in x.lower()]  # or paragraphs, records…"
+        return """
+            When the answer depends on what text means (which item reports a problem, how many are complaints) and \
+            words alone cannot tell, find the candidates with Python, then ask `llm_query_batched` one short yes/no \
+            question per candidate, with its text:
+            ```repl
+            \(items)
+            print(len(items))
+            replies = llm_query_batched(["Answer yes or no. Does this text ask for a refund because the item broke?\\n\\n" + x[:1500] for x in items])
+            for x, r in zip(items, replies):
+                print(r.strip()[:12], "|", x[:100].replace("\\n", " "))
+            ```
+            """
+    }
+
+    static func firstUser(query: String, context: ContextSummary?, format: String? = nil) -> String {
         var text = "Question: \(query)\n"
+        if let format, !format.isEmpty {
+            text +=
+                "\nWhat `context` holds, measured over the whole of it (names and values exactly as written):\n"
+                + "```text\n\(format)\n```\n"
+        }
         if let sample = sample(of: context) {
             let more = sample.complete ? "" : "; the full data is much longer"
             text +=
@@ -198,6 +228,23 @@ enum Prompts {
     static let repeated = """
         You already ran exactly this code, and its output is above. If that output answers the question, reply now \
         with one line: FINAL(answer). If it does not, write different code.
+        """
+
+    /// A step's code found nothing: what `context` really holds for the strings it searched for.
+    static func foundNothing(near: String) -> String {
+        "Your code found nothing. What `context` holds for the strings your code searched for:\n```text\n\(near)\n"
+            + "```\nMatch the exact form shown (case, spacing, punctuation, field names), then try again."
+    }
+
+    /// An answer no output shows: asked for once, then accepted.
+    static func unsupported(_ answer: String) -> String {
+        "No REPL output so far shows `\(answer.prefix(200))`. Do not guess: compute the answer from `context` and "
+            + "print it in a ```repl block, then reply with FINAL(answer)."
+    }
+
+    static let repeatedFailure = """
+        You sent again the code that just failed; its error is above. Fix what the error points at, and write the \
+        corrected code in a ```repl block.
         """
 
     static let noCode = """

@@ -33,6 +33,22 @@ public struct RLMConfiguration: Sendable {
     /// At the last request (iterations spent), accept a one-line reply without `FINAL(…)` as the answer. Small models
     /// often answer "42" when asked for their final answer; off by default (the contract wants `FINAL`).
     public var acceptBareLastAnswer: Bool
+    /// Before the first question, run a probe in the REPL that describes the context's format (JSON lines and their
+    /// field paths, a CSV header, a log's keys and few-valued fields, a folder's files) and put it in the first
+    /// message beside the raw sample. Off in the library (its cells are the model's alone); `RLMRuntime`, which
+    /// every front end uses, turns it on.
+    public var describeContextFormat: Bool
+    /// When a step's code finds nothing (empty output, `0`, `[]`, an `IndexError` on an empty selection), show the
+    /// model the real lines of the context that hold the strings its code searched for. Off in the library;
+    /// `RLMRuntime` turns it on.
+    public var showLinesWhenNothingFound: Bool
+    /// Refuse, once per question, a `FINAL(value)` that no cell output shows (a guess), asking for code that prints
+    /// it. Small models answer with numbers nothing printed; off by default, `--provider local` turns it on.
+    public var refuseUnsupportedAnswers: Bool
+    /// When a reply is stuck (it resubmits the code just run, or has neither code nor an answer), drop it and ask
+    /// the same again once at this temperature: at a low temperature the same prompt brings the same reply. `nil`
+    /// (the default) keeps the stuck reply and nudges; `--provider local` sets 0.8.
+    public var resampleTemperature: Double?
     /// Price of a model call in USD, from the server-reported model name and its usage.
     /// `nil` when the price is unknown: under a cost budget, calls to such a model then go out one at a time.
     public var cost: @Sendable (_ model: String, _ usage: TokenUsage) -> Double?
@@ -63,6 +79,10 @@ public struct RLMConfiguration: Sendable {
         self.temperature = nil
         self.confirmAnswersWrittenWithCode = false
         self.acceptBareLastAnswer = false
+        self.describeContextFormat = false
+        self.showLinesWhenNothingFound = false
+        self.refuseUnsupportedAnswers = false
+        self.resampleTemperature = nil
         self.cost = { _, _ in 0 }
         self.onEvent = nil
         self.historyWindowTokens = nil
@@ -102,10 +122,13 @@ public struct RLMConfiguration: Sendable {
 
     /// Settings for small local models (Qwen2.5-Coder 0.5B/1.5B on one CPU thread), from watching them work: run code
     /// before believing an answer written next to it, accept a bare last answer, show less output per cell (their
-    /// window is 8K tokens), cap replies at 1024 tokens, and sample at a low temperature (at 0 they repeat themselves).
+    /// window is 8K tokens), cap replies at 1024 tokens, sample at a low temperature (at 0 they repeat themselves), and
+    /// refuse once an answer no output shows.
     public mutating func tuneForSmallModels() {
         confirmAnswersWrittenWithCode = true
         acceptBareLastAnswer = true
+        refuseUnsupportedAnswers = true
+        resampleTemperature = 0.8
         outputCharsPerCell = 2000
         maxOutputTokens = 1024
         temperature = 0.2

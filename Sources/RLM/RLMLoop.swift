@@ -47,6 +47,7 @@ actor RLMLoop {
         handler.use(router)
         try await ensureSession(router: router)
         if messages.isEmpty {
+            let format = configuration.describeContextFormat && Prompts.hasData(summary) ? await describeFormat() : nil
             messages = [
                 .system(
                     Prompts.system(
@@ -54,7 +55,7 @@ actor RLMLoop {
                         subWindowTokens: configuration.subcallModel.contextWindow,
                         outputChars: configuration.outputCharsPerCell,
                         canRecurse: depth + 1 <= configuration.budget.maxDepth)),
-                .user(Prompts.firstUser(query: query, context: summary)),
+                .user(Prompts.firstUser(query: query, context: summary, format: format)),
             ]
         } else {
             messages.append(.user("A new question about the same `context` (your variables are still there): \(query)"))
@@ -64,18 +65,53 @@ actor RLMLoop {
         var iteration = 0
         var previousCode: [String] = []
         var repeats = 0
+        var resampling = false
+        var previousFailed = false
+        // What this question's cells printed, to tell an answer the output supports from a guess.
+        var printed: [String] = [query]
+        var refusedUnsupported = false
+        var lastFoundNothing = false
+        var linesShown = 0
         while iteration < maxIterations {
             iteration += 1
             iterationsUsed = iteration
             currentIteration.set(iteration)
             onIteration?(iteration)
             try await tracker.check()
-            let text = try await callModel(iteration: iteration, tracker: tracker)
+            let text = try await callModel(
+                iteration: iteration, tracker: tracker,
+                temperature: resampling ? configuration.resampleTemperature : nil)
+            let wasResample = resampling
+            resampling = false
             messages.append(.assistant(text))
             let reply = ReplyParser.parse(text)
+            // A stuck reply (the code just run, or neither code nor an answer) is, at a low temperature, what the
+            // same prompt will bring again: ask the same again once, hotter, without keeping the stuck reply.
+            if let hot = configuration.resampleTemperature, !wasResample, hot != configuration.temperature,
+                reply.finalAnswer == nil, reply.codeBlocks.isEmpty || reply.codeBlocks == previousCode
+            {
+                messages.removeLast()
+                resampling = true
+                await events.emit(
+                    .note, depth: depth, iteration: iteration,
+                    data: ["note": .string("stuck reply dropped; asking again at temperature \(hot)")])
+                continue
+            }
 
             if reply.codeBlocks.isEmpty {
                 if let final = reply.finalAnswer {
+                    if configuration.refuseUnsupportedAnswers, !refusedUnsupported, iteration < maxIterations,
+                        Prompts.hasData(summary), case .value(let value) = final,
+                        !AnswerSupport.isSupported(value, by: printed)
+                            || (lastFoundNothing && AnswerSupport.number(in: value)?.value == 0)
+                    {
+                        refusedUnsupported = true
+                        await events.emit(
+                            .note, depth: depth, iteration: iteration,
+                            data: ["note": "answer not shown by any output: asked for code that prints it"])
+                        messages.append(.user(Prompts.unsupported(value)))
+                        continue
+                    }
                     switch try await resolve(final) {
                     case .some(let answer):
                         await emitFinal(answer, iteration: iteration)
@@ -95,15 +131,18 @@ actor RLMLoop {
                 repeats += 1
                 await events.emit(.note, depth: depth, iteration: iteration, data: ["note": "repeated code, not run"])
                 if repeats >= 2 { break }
-                messages.append(.user(Prompts.repeated))
+                messages.append(.user(previousFailed ? Prompts.repeatedFailure : Prompts.repeated))
                 continue
             }
             repeats = 0
             previousCode = reply.codeBlocks
             var outputs = [String]()
+            var results = [CellResult]()
             var anyError = false
             for (index, code) in reply.codeBlocks.enumerated() {
                 let result = try await runCell(code, block: index + 1, router: router, iteration: iteration)
+                results.append(result)
+                printed.append(result.stdout + "\n" + result.stderr)
                 outputs.append(
                     Prompts.cellOutput(
                         index: index, of: reply.codeBlocks.count, result: result,
@@ -118,6 +157,15 @@ actor RLMLoop {
                 }
                 if result.error != nil { anyError = true }
             }
+            lastFoundNothing = ContextProbe.foundNothing(results)
+            if lastFoundNothing, configuration.showLinesWhenNothingFound, linesShown < 3, Prompts.hasData(summary),
+                let near = await nearLines(searchedBy: reply.codeBlocks)
+            {
+                linesShown += 1
+                printed.append(near)
+                outputs.append(Prompts.foundNothing(near: near))
+            }
+            previousFailed = anyError
             consecutiveErrors = anyError ? consecutiveErrors + 1 : 0
             if let max = configuration.budget.maxConsecutiveErrors, consecutiveErrors >= max {
                 await tracker.trip(.consecutiveErrors, "the code failed \(consecutiveErrors) times in a row")
@@ -254,6 +302,47 @@ actor RLMLoop {
         return result
     }
 
+    /// The context's format, from ``ContextProbe/describeCell(limit:)``; `nil` when the probe printed nothing or
+    /// failed (the model still gets the raw sample).
+    private func describeFormat() async -> String? {
+        guard let text = await probe(ContextProbe.describeCell(limit: 2400)) else { return nil }
+        await events.emit(.note, depth: depth, iteration: 0, data: ["note": "context format described"])
+        return text
+    }
+
+    /// For a step whose code found nothing: where the strings it searched for really occur.
+    private func nearLines(searchedBy code: [String]) async -> String? {
+        let words = ContextProbe.searchLiterals(in: code.joined(separator: "\n"))
+        guard !words.isEmpty else { return nil }
+        return await probe(ContextProbe.nearCell(searching: words, limit: 1500))
+    }
+
+    /// Runs the engine's own cell in this loop's REPL; its trimmed stdout, or `nil` when it printed nothing or failed.
+    /// A probe that kills the sandbox (memory) costs a fresh one, as any cell does.
+    private func probe(_ code: String) async -> String? {
+        guard let live = session else { return nil }
+        let timeout = min(configuration.cellTimeout, .seconds(30))
+        let result: CellResult
+        do {
+            result = try await live.run(code, timeout: timeout)
+        } catch {
+            await events.emit(.note, depth: depth, iteration: iterationsUsed, data: ["note": "probe failed: \(error)"])
+            return nil
+        }
+        if result.stateLost {
+            await live.shutdown()
+            session = nil
+        }
+        if let error = result.error {
+            await events.emit(
+                .note, depth: depth, iteration: iterationsUsed,
+                data: ["note": .string("probe failed: \(error.type): \(error.message)".prefix(300).description)])
+            return nil
+        }
+        let text = result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        return text.isEmpty ? nil : text
+    }
+
     private func resolve(_ final: FinalAnswer) async throws -> String? {
         switch final {
         case .value(let value):
@@ -264,7 +353,8 @@ actor RLMLoop {
         }
     }
 
-    private func callModel(iteration: Int, tracker: BudgetTracker) async throws -> String {
+    /// - Parameter temperature: this call's temperature instead of the configured one.
+    private func callModel(iteration: Int, tracker: BudgetTracker, temperature: Double? = nil) async throws -> String {
         let window = configuration.historyWindowTokens ?? configuration.rootModel.contextWindow ?? 32_768
         let reserve = configuration.maxOutputTokens ?? min(2048, window / 4)
         var attempt = 0
@@ -304,7 +394,8 @@ actor RLMLoop {
                 do {
                     completion = try await configuration.rootModel.complete(
                         CompletionRequest(
-                            messages: fitted, maxOutputTokens: maxOutput, temperature: configuration.temperature))
+                            messages: fitted, maxOutputTokens: maxOutput,
+                            temperature: temperature ?? configuration.temperature))
                 } catch {
                     await tracker.release(reservation)
                     throw error

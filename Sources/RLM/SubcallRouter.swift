@@ -212,7 +212,8 @@ struct SubcallRouter: SubcallHandler {
         }
         do {
             let completion = try await model.complete(
-                CompletionRequest(messages: [.user(prompt)], maxOutputTokens: maxOutput))
+                CompletionRequest(
+                    messages: [.user(prompt)], maxOutputTokens: maxOutput, temperature: configuration.temperature))
             // Priced once: what the provider reported, else the table; `nil` (unknown) settles as 0.
             let cost = completion.reportedCostUSD ?? configuration.cost(completion.model, completion.usage)
             await tracker.settle(reservation, usage: completion.usage, cost: cost ?? 0, isSubcall: true)

@@ -202,6 +202,10 @@ public struct RLMRuntime: Sendable {
         configuration.callableModels = callable
         configuration.cellTimeout = options.cellTimeout
         configuration.batchConcurrency = options.batchConcurrency
+        // Every front end describes the context's format and shows real lines when a search finds nothing: one cheap
+        // cell each, and the model matches the data's exact form instead of guessing it.
+        configuration.describeContextFormat = true
+        configuration.showLinesWhenNothingFound = true
         if models.isLocal { configuration.tuneForSmallModels() }
         let pricing = plan.pricing
         configuration.cost = { model, usage in pricing.cost(of: usage, model: model) }

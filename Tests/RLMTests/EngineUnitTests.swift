@@ -1,8 +1,9 @@
 import Foundation
-import RLM
 import RLMTesting
 import Synchronization
 import Testing
+
+@testable import RLM
 
 /// The engine with the scripted model and the in-memory sandbox: loop, answers, sub-model routing and cost, with no
 /// bubblewrap, no Python and no HTTP.
@@ -159,5 +160,48 @@ struct EngineUnitTests {
         #expect(sandbox.sessionsStarted == 1, "no child sandbox for a refused model")
         #expect(root.requests.count == 2)
         #expect(root.requests.last?.last?.content.contains("'ghost' is not declared") == true)
+    }
+}
+
+/// The pure parts of the small-model helps: which strings a cell searched for, when a step found nothing, and when
+/// an answer is backed by output.
+@Suite("Small-model helps (pure)")
+struct SmallModelHelpUnitTests {
+    @Test func searchLiteralsAreTheQuotedStringsLongestFirst() {
+        let code = #"""
+            hits = [l for l in context.splitlines() if "status=503" in l and 'svc-7' in l]
+            data = open('x', encoding="utf-8")
+            print(f"found {len(hits)} for svc")
+            print("\n")
+            """#
+        #expect(ContextProbe.searchLiterals(in: code) == ["found for svc", "status=503", "svc-7"])
+    }
+
+    @Test(arguments: [
+        ("0\n", true), ("[]", true), ("Count: 0\n[]\n", true), ("", true), ("None", true), ("total = 0.0", true),
+        ("3", false), ("['a']", false), ("0\n5", false),
+    ])
+    func foundNothingReadsEmptyOutputs(stdout: String, empty: Bool) {
+        #expect(ContextProbe.foundNothing([CellResult(stdout: stdout)]) == empty)
+    }
+
+    @Test func foundNothingReadsTheErrorsOfAnEmptySelection() {
+        let index = CellResult(error: CellError(type: "IndexError", message: "list index out of range"))
+        let empty = CellResult(error: CellError(type: "ValueError", message: "max() arg is an empty sequence"))
+        let syntax = CellResult(error: CellError(type: "SyntaxError", message: "invalid syntax"))
+        #expect(ContextProbe.foundNothing([index]))
+        #expect(ContextProbe.foundNothing([empty]))
+        #expect(!ContextProbe.foundNothing([syntax]))
+        #expect(!ContextProbe.foundNothing([]))
+    }
+
+    @Test(arguments: [
+        ("243776", ["total: 243776.0"], true), ("12.35", ["12.3456"], true), ("12.4", ["12.3456"], false),
+        ("$1,024", ["1024"], true), ("42 lines", ["found 42"], true), ("7", ["svc-7 ERROR"], false),
+        ("tk_9b2c", ["key=TK_9B2C"], true), ("invented", ["nothing here"], false),
+        ("a, b and c", ["a\nb\nc"], false), ("a, b, c", ["c b a"], true), ("", ["x"], false),
+    ])
+    func answerSupport(answer: String, outputs: [String], supported: Bool) {
+        #expect(AnswerSupport.isSupported(answer, by: outputs) == supported)
     }
 }
