@@ -17,7 +17,7 @@ enum MultiStepTaskGenerator {
     private static func refunds(rng: inout SeededRandom, sizeBytes: Int) -> GeneratedTask {
         var book = OrderBook(rng: &rng, sizeBytes: sizeBytes)
         let leader = breakTies(
-            k: 1,
+            k: 1, fallback: book.customers[0],
             scores: {
                 var counts = [String: Int]()
                 for order in book.orders where order.status == "refunded" { counts[order.customer, default: 0] += 1 }
@@ -77,7 +77,7 @@ enum MultiStepTaskGenerator {
     private static func busiestServiceSlowestStatus(rng: inout SeededRandom, sizeBytes: Int) -> GeneratedTask {
         var log = ServiceLog(rng: &rng, sizeBytes: sizeBytes)
         let leader = breakTies(
-            k: 1,
+            k: 1, fallback: "svc-3",
             scores: {
                 var counts = [String: Int]()
                 for entry in log.entries where entry.level == "ERROR" { counts[entry.service!, default: 0] += 1 }
@@ -106,7 +106,7 @@ enum MultiStepTaskGenerator {
     private static func cityCancellations(rng: inout SeededRandom, sizeBytes: Int) -> GeneratedTask {
         var book = OrderBook(rng: &rng, sizeBytes: sizeBytes)
         let city = breakTies(
-            k: 1,
+            k: 1, fallback: Vocabulary.cities[0],
             scores: {
                 var counts = [String: Int]()
                 for order in book.orders where order.status == "delivered" { counts[order.city, default: 0] += 1 }

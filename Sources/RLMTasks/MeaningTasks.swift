@@ -261,7 +261,8 @@ enum MeaningCountTaskGenerator {
     static func make(rng: inout SeededRandom, sizeBytes: Int) -> GeneratedTask {
         let topic = rng.pick(topics)
         let total = rng.int(in: 5...10)
-        let complaints = rng.int(in: 1...min(topic.complaints.count, total - 2))
+        let complaints = rng.int(
+            in: max(1, total - topic.praise.count - topic.neutral.count)...min(topic.complaints.count, total - 2))
         let rest = total - complaints
         let praiseCount = rng.int(in: max(1, rest - topic.neutral.count)...min(topic.praise.count, rest - 1))
         let neutralCount = rest - praiseCount

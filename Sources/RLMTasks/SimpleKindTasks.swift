@@ -66,7 +66,9 @@ enum TopKTaskGenerator {
             k: k,
             scores: {
                 var sums = [String: Int]()
-                for order in book.orders where order.status == status { sums[order.customer, default: 0] += order.total }
+                for order in book.orders where order.status == status {
+                    sums[order.customer, default: 0] += order.total
+                }
                 return sums
             },
             add: { customer in

@@ -68,6 +68,8 @@ enum SourceTreeTaskGenerator {
         }
         let (name, nearMiss) = freshName(avoiding: used, rng: &rng)
         let candidates = files.indices.filter { files[$0].path.hasPrefix("src/") && !files[$0].functions.isEmpty }
+        // A tree too small to have a module with functions (a few KB) asks the other question.
+        if candidates.isEmpty { return functionCount(files, rng: &rng) }
         let owner = rng.pick(candidates)
         files[owner].functions[rng.int(in: 0..<files[owner].functions.count)].name = name
         let others = rng.shuffled(candidates.filter { $0 != owner })

@@ -180,7 +180,8 @@ enum JoinTaskGenerator {
         func naive(_ group: String) -> Int {
             let ids = team.filter { $0.value == group }.map(\.key)
             return events.filter { event in
-                event.action == "login" && event.result == "ok" && ids.contains { "user=\(event.user)".contains("user=\($0)") }
+                event.action == "login" && event.result == "ok"
+                    && ids.contains { "user=\(event.user)".contains("user=\($0)") }
             }.count
         }
         let group = pickGroup(teams, rng: &rng, exact: exact, naive: naive)
@@ -359,7 +360,8 @@ enum CSVTaskGenerator {
             let currency = rng.pick(["EUR", "EUR", "USD", "GBP"])
             let rowTags = Array(rng.shuffled(tags).prefix(rng.weightedIndex([3, 4, 2, 1])))
             let channel = rng.pick(channels)
-            rows.append(Row(category: category, amountCents: cents, currency: currency, tags: rowTags, channel: channel))
+            rows.append(
+                Row(category: category, amountCents: cents, currency: currency, tags: rowTags, channel: channel))
             let description: String
             switch rng.int(in: 0..<3) {
             case 0: description = "\"\(product.name), \(rng.pick(colors)), \(rng.int(in: 1...5)) units\""
@@ -369,7 +371,8 @@ enum CSVTaskGenerator {
             let tagCell = rowTags.count > 1 ? "\"\(rowTags.joined(separator: ";"))\"" : rowTags.first ?? ""
             let meta =
                 "\"{\"\"channel\"\": \"\"\(channel)\"\", \"\"priority\"\": \(rng.int(in: 1...4))"
-                + (rng.chance(0.3) ? ", \"\"note\"\": \"\"\(rng.pick(["call first", "fragile", "split, if needed"]))\"\"" : "")
+                + (rng.chance(0.3)
+                    ? ", \"\"note\"\": \"\"\(rng.pick(["call first", "fragile", "split, if needed"]))\"\"" : "")
                 + "}\""
             text +=
                 "T-\(number),2026-\(LogGenerator.pad(rng.int(in: 1...12)))-\(LogGenerator.pad(rng.int(in: 1...28))),"
@@ -378,8 +381,15 @@ enum CSVTaskGenerator {
         }
         switch rng.int(in: 0..<3) {
         case 0:
-            let category = rng.pick(JoinTaskGenerator.categories)
-            let tag = rng.pick(["refund", "promo"])
+            // A category and tag with at least two rows (in a fixed order, so the choice depends only on the draw).
+            var pairs = [(String, String)]()
+            for category in JoinTaskGenerator.categories {
+                for tag in ["refund", "promo"]
+                where rows.filter({ $0.category == category && $0.tags.contains(tag) }).count >= 2 {
+                    pairs.append((category, tag))
+                }
+            }
+            let (category, tag) = pairs.isEmpty ? ("audio", "refund") : rng.pick(pairs)
             let sum = rows.filter { $0.category == category && $0.tags.contains(tag) }.reduce(0) { $0 + $1.amountCents }
             return GeneratedTask(
                 query: "What is the total `amount` of the rows with category \(category) whose `tags` include the "

@@ -92,13 +92,16 @@ struct ServiceLog {
 }
 
 /// Makes the first `k + 1` values of a ranking strictly decreasing (so "the top k, most first" has one answer) by
-/// adding to the item that ties with the next one. `add` adds one unit to an item; `scores` recounts.
+/// adding to the item that ties with the next one. `add` adds one unit to an item; `scores` recounts; `fallback` gets
+/// the first unit when nothing scores yet.
 func breakTies(
-    k: Int, scores: () -> [String: Int], add: (String) -> Void
+    k: Int, fallback: String? = nil, scores: () -> [String: Int], add: (String) -> Void
 ) -> [String] {
+    if let fallback, scores().isEmpty { add(fallback) }
     while true {
         let ranked = scores().sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }
-        guard let tie = (0..<min(k, ranked.count - 1)).first(where: { ranked[$0].value == ranked[$0 + 1].value })
+        guard ranked.count > 1,
+            let tie = (0..<min(k, ranked.count - 1)).first(where: { ranked[$0].value == ranked[$0 + 1].value })
         else { return ranked.prefix(k).map(\.key) }
         add(ranked[tie].key)
     }
@@ -117,7 +120,8 @@ struct OrderDocument {
     var total: Int { items.reduce(0) { $0 + $1.quantity * $1.price } }
 
     func render() -> String {
-        var out = "### \(id)\nOrder \(id)\nDate: \(date)\nCustomer: \(customer)\nShip to: \(city)\nPayment: \(payment)\n"
+        var out =
+            "### \(id)\nOrder \(id)\nDate: \(date)\nCustomer: \(customer)\nShip to: \(city)\nPayment: \(payment)\n"
         out += "Items:\n"
         for item in items { out += "- \(item.quantity) x \(item.name) @ $\(item.price).00\n" }
         out += "Total: $\(total).00\nStatus: \(status)\n"
@@ -127,8 +131,10 @@ struct OrderDocument {
 
 /// Orders from skewed customers (a few order far more than most), filled to a size; more can be added.
 struct OrderBook {
-    static let statuses = ["delivered", "delivered", "delivered", "shipped", "shipped", "processing", "cancelled",
-        "refunded"]
+    static let statuses = [
+        "delivered", "delivered", "delivered", "shipped", "shipped", "processing", "cancelled",
+        "refunded",
+    ]
     static let payments = ["card", "card", "card", "paypal", "invoice", "gift card"]
 
     var orders: [OrderDocument] = []

@@ -60,7 +60,8 @@ struct TasksBench: AsyncParsableCommand {
                         "--suite: unknown suite '\(suite)'; choose from \(Self.suites.joined(separator: ", "))")
                 }
                 if count != nil || sizes != nil || kinds != nil {
-                    throw ValidationError("--suite is a fixed set of tasks: do not combine it with --count, --sizes or --kinds")
+                    throw ValidationError(
+                        "--suite is a fixed set of tasks: do not combine it with --count, --sizes or --kinds")
                 }
             }
         }
@@ -203,7 +204,10 @@ struct TasksBench: AsyncParsableCommand {
                 """
         )
 
-        @Option(help: "A task file (JSON, as written by `generate`); otherwise tasks come from --seed with --suite or --count/--sizes/--kinds.")
+        @Option(
+            help:
+                "A task file (JSON, as written by `generate`); otherwise tasks come from --seed with --suite or --count/--sizes/--kinds."
+        )
         var tasks: String?
 
         @OptionGroup var selection: Selection
