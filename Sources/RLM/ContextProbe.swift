@@ -242,6 +242,11 @@ enum ContextProbe {
 
             def try_log(lines):
                 rows = [l.split() for l in lines]
+                # Lines of the dominant shape only (a traceback or a continuation line is not a log line).
+                masks = collections.Counter(re.sub(r'[0-9]', '9', r[0]) for r in rows if r)
+                if masks:
+                    top = masks.most_common(1)[0][0]
+                    rows = [r for r in rows if r and re.sub(r'[0-9]', '9', r[0]) == top]
                 pairs = [kv.findall(l) for l in lines]
                 with_kv = sum(len(p) >= 2 for p in pairs)
                 shown = False
@@ -250,7 +255,8 @@ enum ContextProbe {
                     for p in pairs:
                         for k, v in p:
                             acc.setdefault(k, []).append(v)
-                    out.append('Lines of key=value fields; the keys: ' + ', '.join(acc)[:400])
+                    out.append('Lines of key=value fields; the keys, each with a value seen: '
+                               + ', '.join(f'{k}={cut(v[0], 30)}' for k, v in acc.items())[:500])
                     for k, vs in list(acc.items())[:14]:
                         c = collections.Counter(vs)
                         if len(c) <= 10 and len(vs) >= 2 * len(c):

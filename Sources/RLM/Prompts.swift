@@ -236,10 +236,31 @@ enum Prompts {
             + "```\nMatch the exact form shown (case, spacing, punctuation, field names), then try again."
     }
 
+    /// The question names things the code has not tested.
+    static func untested(_ terms: [String]) -> String {
+        let list = terms.prefix(4).map { "`\($0)`" }.joined(separator: ", ")
+        return "Check: the question names \(list), which your code does not test yet. Every condition of the "
+            + "question must be in the code."
+    }
+
+    /// The output holds near misses of what the question names.
+    static func nearMisses(_ misses: [(term: String, seen: [String])]) -> String {
+        let list = misses.prefix(3).map { miss in
+            "`\(miss.term)` also matched \(miss.seen.map { "`\($0)`" }.joined(separator: ", "))"
+        }
+        .joined(separator: "; ")
+        return "Careful: \(list) in the output above. Those are other names; keep only exact matches, e.g. "
+            + "re.search(r\"(?<![\\w-])NAME(?![\\w-])\", line)."
+    }
+
     /// An answer no output shows: asked for once, then accepted.
     static func unsupported(_ answer: String) -> String {
-        "No REPL output so far shows `\(answer.prefix(200))`. Do not guess: compute the answer from `context` and "
-            + "print it in a ```repl block, then reply with FINAL(answer)."
+        let value = answer.prefix(200)
+        let name =
+            value.wholeMatch(of: #/[A-Za-z_][A-Za-z0-9_]*/#) != nil && value.contains("_")
+            ? " FINAL takes the value itself, as printed, not a variable name or a description." : ""
+        return "No REPL output so far shows `\(value)`.\(name) Do not guess: print the answer with code in a ```repl "
+            + "block, then reply with FINAL(value)."
     }
 
     static let repeatedFailure = """

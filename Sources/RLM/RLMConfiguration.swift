@@ -45,6 +45,10 @@ public struct RLMConfiguration: Sendable {
     /// Refuse, once per question, a `FINAL(value)` that no cell output shows (a guess), asking for code that prints
     /// it. Small models answer with numbers nothing printed; off by default, `--provider local` turns it on.
     public var refuseUnsupportedAnswers: Bool
+    /// After a step's code runs, say which things the question names (ids, paths, quoted values, numbers) no code
+    /// has tested yet, and which near misses of them (`svc-10` for `svc-1`) its output holds; at most twice per
+    /// question. Off by default; `--provider local` turns it on.
+    public var checkQuestionTerms: Bool
     /// When a reply is stuck (it resubmits the code just run, or has neither code nor an answer), drop it and ask
     /// the same again once at this temperature: at a low temperature the same prompt brings the same reply. `nil`
     /// (the default) keeps the stuck reply and nudges; `--provider local` sets 0.8.
@@ -83,6 +87,7 @@ public struct RLMConfiguration: Sendable {
         self.showLinesWhenNothingFound = false
         self.refuseUnsupportedAnswers = false
         self.resampleTemperature = nil
+        self.checkQuestionTerms = false
         self.cost = { _, _ in 0 }
         self.onEvent = nil
         self.historyWindowTokens = nil
@@ -129,6 +134,7 @@ public struct RLMConfiguration: Sendable {
         acceptBareLastAnswer = true
         refuseUnsupportedAnswers = true
         resampleTemperature = 0.8
+        checkQuestionTerms = true
         outputCharsPerCell = 2000
         maxOutputTokens = 1024
         temperature = 0.2

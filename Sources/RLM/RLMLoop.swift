@@ -72,6 +72,9 @@ actor RLMLoop {
         var refusedUnsupported = false
         var lastFoundNothing = false
         var linesShown = 0
+        let terms = configuration.checkQuestionTerms ? QuestionTerms.terms(of: query) : []
+        var codeSoFar = ""
+        var termNotes = 0
         while iteration < maxIterations {
             iteration += 1
             iterationsUsed = iteration
@@ -88,7 +91,8 @@ actor RLMLoop {
             // A stuck reply (the code just run, or neither code nor an answer) is, at a low temperature, what the
             // same prompt will bring again: ask the same again once, hotter, without keeping the stuck reply.
             if let hot = configuration.resampleTemperature, !wasResample, hot != configuration.temperature,
-                reply.finalAnswer == nil, reply.codeBlocks.isEmpty || reply.codeBlocks == previousCode
+                (reply.finalAnswer == nil && reply.codeBlocks.isEmpty)
+                    || (!reply.codeBlocks.isEmpty && reply.codeBlocks == previousCode)
             {
                 messages.removeLast()
                 resampling = true
@@ -100,8 +104,10 @@ actor RLMLoop {
 
             if reply.codeBlocks.isEmpty {
                 if let final = reply.finalAnswer {
+                    let resolved = try await resolve(final)
+                    // A value the model wrote (not one read from a variable) that no output shows is a guess.
                     if configuration.refuseUnsupportedAnswers, !refusedUnsupported, iteration < maxIterations,
-                        Prompts.hasData(summary), case .value(let value) = final,
+                        Prompts.hasData(summary), case .value(let value) = final, resolved == value,
                         !AnswerSupport.isSupported(value, by: printed)
                             || (lastFoundNothing && AnswerSupport.number(in: value)?.value == 0)
                     {
@@ -112,7 +118,7 @@ actor RLMLoop {
                         messages.append(.user(Prompts.unsupported(value)))
                         continue
                     }
-                    switch try await resolve(final) {
+                    switch resolved {
                     case .some(let answer):
                         await emitFinal(answer, iteration: iteration)
                         return .answered(answer)
@@ -166,6 +172,17 @@ actor RLMLoop {
                 outputs.append(Prompts.foundNothing(near: near))
             }
             previousFailed = anyError
+            codeSoFar += reply.codeBlocks.joined(separator: "\n") + "\n"
+            if !terms.isEmpty, !anyError, !lastFoundNothing, termNotes < 2 {
+                let missing = QuestionTerms.untested(terms, in: codeSoFar)
+                let misses = QuestionTerms.nearMisses(
+                    of: terms, in: results.map { $0.stdout }.joined(separator: "\n"))
+                if !missing.isEmpty || !misses.isEmpty {
+                    termNotes += 1
+                    if !missing.isEmpty { outputs.append(Prompts.untested(missing)) }
+                    if !misses.isEmpty { outputs.append(Prompts.nearMisses(misses)) }
+                }
+            }
             consecutiveErrors = anyError ? consecutiveErrors + 1 : 0
             if let max = configuration.budget.maxConsecutiveErrors, consecutiveErrors >= max {
                 await tracker.trip(.consecutiveErrors, "the code failed \(consecutiveErrors) times in a row")
@@ -346,6 +363,12 @@ actor RLMLoop {
     private func resolve(_ final: FinalAnswer) async throws -> String? {
         switch final {
         case .value(let value):
+            // `FINAL(total_amount)` naming a REPL variable: a small model meant FINAL_VAR.
+            if configuration.refuseUnsupportedAnswers, value.wholeMatch(of: #/[A-Za-z_][A-Za-z0-9_]*/#) != nil,
+                let session, let variable = try? await session.variable(named: value)
+            {
+                return variable.value
+            }
             return value
         case .variable(let name):
             guard let session else { return nil }

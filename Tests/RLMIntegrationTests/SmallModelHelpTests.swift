@@ -57,7 +57,7 @@ struct SmallModelHelpTests {
 
     @Test func logLinesShowTheirKeysAndFewValuedWordsExactly() async throws {
         let prompt = try await firstPrompt(for: .text(Self.log))
-        #expect(prompt.contains("the keys: req, method, path, status"))
+        #expect(prompt.contains("the keys, each with a value seen: req=0, method=GET, path=/api/cart, status=200"))
         #expect(prompt.contains("word 2 is"))
         #expect(prompt.contains("ERROR") && prompt.contains("WARN"))
         #expect(prompt.contains("status=200, 503") || prompt.contains("status=503, 200"))
@@ -180,5 +180,24 @@ struct SmallModelHelpTests {
         .run(query: "q", context: .text("abc"))
         #expect(result.answer == "done")
         #expect(root.completionRequests.map(\.temperature) == [0.2, 0.8])
+    }
+
+    @Test func untestedTermsAndNearMissesAreNamedAfterTheOutput() async throws {
+        let root = ScriptedModel(replies: [
+            "```repl\nprint([l for l in context.splitlines() if 'svc-1' in l][-2:])\n```",
+            "FINAL(done)",
+        ])
+        _ = try await engine(root: root) { $0.checkQuestionTerms = true }
+            .run(query: "How many requests of svc-1 went to /api/pay?", context: .text(Self.log + "\nx svc-12 y"))
+        let shown = try #require(root.requests[1].last?.content)
+        #expect(shown.contains("the question names `/api/pay`, which your code does not test yet"))
+        #expect(shown.contains("`svc-1` also matched `svc-12`"), "\(shown)")
+    }
+
+    @Test func aFinalNamingAVariableGivesItsValue() async throws {
+        let root = ScriptedModel(replies: ["```repl\ntotal_amount = 41 + 1\nprint('done')\n```", "FINAL(total_amount)"])
+        let result = try await engine(root: root) { $0.refuseUnsupportedAnswers = true }
+            .run(query: "q", context: .text(Self.log))
+        #expect(result.answer == "42")
     }
 }

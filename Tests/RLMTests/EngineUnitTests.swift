@@ -205,3 +205,38 @@ struct SmallModelHelpUnitTests {
         #expect(AnswerSupport.isSupported(answer, by: outputs) == supported)
     }
 }
+
+/// What a question names, and the two checks on it.
+@Suite("Question terms")
+struct QuestionTermsTests {
+    @Test func termsAreIdsPathsNumbersQuotedValuesAndUpperCaseWords() {
+        #expect(
+            QuestionTerms.terms(of: "How many requests to /api/payments returned status 503?")
+                == ["/api/payments", "503"])
+        #expect(
+            QuestionTerms.terms(
+                of: #"What is the average `payment.amount` of records with status "shipped", rounded to 2 decimals?"#)
+                == ["payment.amount", "shipped"])
+        #expect(QuestionTerms.terms(of: "How many ERROR lines for svc-7?") == ["ERROR", "svc-7"])
+        #expect(QuestionTerms.terms(of: "Which ticket says the package was lost?") == [])
+    }
+
+    @Test func untestedTermsAreThoseNoCodeMentions() {
+        let terms = ["/api/payments", "503", "payment.amount"]
+        let code = #"hits = [l for l in context.splitlines() if "503" in l and r["payment"]["amount"] > 0]"#
+        #expect(QuestionTerms.untested(terms, in: code) == ["/api/payments"])
+        #expect(QuestionTerms.untested(terms, in: code + #" and "payments" in l"#) == [])
+    }
+
+    @Test func nearMissesAreLongerNamesTheOutputHolds() {
+        let output = """
+            the access token for tenant initech-3530 is tk_1
+            the access token for tenant initech-353 is tk_2
+            svc-10 ERROR x-initech-353
+            """
+        let misses = QuestionTerms.nearMisses(of: ["initech-353", "svc-1", "503"], in: output)
+        #expect(misses.map(\.term) == ["initech-353", "svc-1"])
+        #expect(misses.first?.seen == ["initech-3530", "x-initech-353"])
+        #expect(QuestionTerms.nearMisses(of: ["initech-353"], in: "tenant initech-353 is tk_2").isEmpty)
+    }
+}

@@ -1,0 +1,81 @@
+import Foundation
+
+/// The specific things a question names — ids, paths, numbers, quoted values, upper-case words — and two checks a
+/// small model needs: whether its code tests each of them at all, and whether its output holds near misses of them
+/// (`initech-3530` for `initech-353`, `svc-10` for `svc-1`) that a substring test lets through.
+enum QuestionTerms {
+    /// The terms of `question`, in order, without repeats.
+    static func terms(of question: String) -> [String] {
+        var found = [String]()
+        func add(_ raw: Substring) {
+            let term = raw.trimmingCharacters(in: CharacterSet(charactersIn: " ?!,;:()[]{}\"'`"))
+            let trimmed = term.hasSuffix(".") ? String(term.dropLast()) : term
+            guard trimmed.count >= 2, trimmed.count <= 60, trimmed.contains(where: { $0.isLetter || $0.isNumber }),
+                !found.contains(trimmed)
+            else { return }
+            found.append(trimmed)
+        }
+        for match in question.matches(of: #/`([^`\n]{1,60})`|"([^"\n]{1,60})"/#) {
+            add(match.output.1 ?? match.output.2 ?? "")
+        }
+        for word in question.split(whereSeparator: \.isWhitespace) {
+            let core = word.trimmingCharacters(in: CharacterSet(charactersIn: "?!,;:()[]{}\"'`"))
+            let text = core.hasSuffix(".") ? String(core.dropLast()) : core
+            let digits = text.filter(\.isNumber).count
+            let special = text.contains { "/_-.=@#".contains($0) }
+            let isNumber = digits == text.count
+            let upper = text.count >= 3 && text.allSatisfy { $0.isUppercase || $0.isNumber || $0 == "_" }
+            if (isNumber && digits >= 3) || (!isNumber && (digits > 0 || special) && text.contains(where: \.isLetter))
+                || upper
+            {
+                add(Substring(text))
+            }
+        }
+        return found
+    }
+
+    /// The terms no cell of `code` tests: neither the term nor its longest word appears in it (ignoring case).
+    static func untested(_ terms: [String], in code: String) -> [String] {
+        let haystack = code.lowercased()
+        return terms.filter { term in
+            let lower = term.lowercased()
+            if haystack.contains(lower) { return false }
+            let parts = lower.split { !($0.isLetter || $0.isNumber) }.map(String.init)
+            if parts.count > 1, let longest = parts.max(by: { $0.count < $1.count }), longest.count >= 3 {
+                return !haystack.contains(longest)
+            }
+            return true
+        }
+    }
+
+    /// Tokens in `output` that contain a term followed or preceded by more of an identifier: near misses a substring
+    /// test matched. Returns each term with the longer tokens seen (at most three).
+    static func nearMisses(of terms: [String], in output: String) -> [(term: String, seen: [String])] {
+        var result = [(term: String, seen: [String])]()
+        let lowered = output.lowercased()
+        for term in terms where term.contains(where: \.isNumber) && term.contains(where: \.isLetter) {
+            let lower = term.lowercased()
+            var seen = [String]()
+            var start = lowered.startIndex
+            while let range = lowered.range(of: lower, range: start..<lowered.endIndex) {
+                var low = range.lowerBound
+                var high = range.upperBound
+                while low > lowered.startIndex, isIdentifier(lowered[lowered.index(before: low)]) {
+                    low = lowered.index(before: low)
+                }
+                while high < lowered.endIndex, isIdentifier(lowered[high]) { high = lowered.index(after: high) }
+                if low != range.lowerBound || high != range.upperBound {
+                    let token = String(output[low..<high])
+                    if !seen.contains(token) && seen.count < 3 { seen.append(token) }
+                }
+                start = range.upperBound
+            }
+            if !seen.isEmpty { result.append((term, seen)) }
+        }
+        return result
+    }
+
+    private static func isIdentifier(_ character: Character) -> Bool {
+        character.isLetter || character.isNumber || character == "_" || character == "-"
+    }
+}
