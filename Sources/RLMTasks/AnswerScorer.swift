@@ -34,8 +34,12 @@ public enum AnswerScorer {
             return stripPathPrefix(got) == stripPathPrefix(want)
         case .list:
             let wanted = listItems(want, allowAnd: false)
-            let items = listItems(got, allowAnd: !wanted.contains { $0.lowercased().contains(" and ") })
-            return !wanted.isEmpty && items.count == wanted.count && zip(items, wanted).allSatisfy(sameText)
+            let allowAnd = !wanted.contains { $0.lowercased().contains(" and ") }
+            // Items are normalized one by one, so `a`, `b` works as well as "a, b".
+            return [got, predicted].contains { text in
+                let items = listItems(text, allowAnd: allowAnd)
+                return !wanted.isEmpty && items.count == wanted.count && zip(items, wanted).allSatisfy(sameText)
+            }
         }
     }
 

@@ -98,6 +98,33 @@ struct ScorerTests {
         Case(predicted: "src/net/http.py, src/net/pool.py", expected: "src/net/http.py", kind: .path, correct: false),
     ]
 
+    static let listCases: [Case] = [
+        Case(predicted: "svc-3, svc-7, svc-12", expected: "svc-3, svc-7, svc-12", kind: .list, correct: true),
+        Case(predicted: "svc-3,svc-7,svc-12", expected: "svc-3, svc-7, svc-12", kind: .list, correct: true),
+        Case(predicted: "SVC-3 , Svc-7 ,svc-12.", expected: "svc-3, svc-7, svc-12", kind: .list, correct: true),
+        Case(predicted: "svc-3, svc-7 and svc-12", expected: "svc-3, svc-7, svc-12", kind: .list, correct: true),
+        Case(predicted: "svc-3, svc-7, and svc-12", expected: "svc-3, svc-7, svc-12", kind: .list, correct: true),
+        Case(predicted: "\"svc-3, svc-7, svc-12\"", expected: "svc-3, svc-7, svc-12", kind: .list, correct: true),
+        Case(predicted: "`svc-3`, `svc-7`, `svc-12`", expected: "svc-3, svc-7, svc-12", kind: .list, correct: true),
+        Case(predicted: "Desk lamp, usb-c cable", expected: "Desk lamp, USB-C cable", kind: .list, correct: true),
+        Case(predicted: "svc-7, svc-3, svc-12", expected: "svc-3, svc-7, svc-12", kind: .list, correct: false),
+        Case(predicted: "svc-3, svc-7", expected: "svc-3, svc-7, svc-12", kind: .list, correct: false),
+        Case(predicted: "svc-3, svc-7, svc-12, svc-4", expected: "svc-3, svc-7, svc-12", kind: .list, correct: false),
+        Case(predicted: "svc-3, svc-7, svc-1", expected: "svc-3, svc-7, svc-12", kind: .list, correct: false),
+        Case(predicted: "svc-3 svc-7 svc-12", expected: "svc-3, svc-7, svc-12", kind: .list, correct: false),
+        Case(predicted: "svc-3, , svc-7, svc-12", expected: "svc-3, svc-7, svc-12", kind: .list, correct: false),
+        Case(predicted: "svc-3; svc-7; svc-12", expected: "svc-3, svc-7, svc-12", kind: .list, correct: false),
+        Case(predicted: "", expected: "svc-3, svc-7, svc-12", kind: .list, correct: false),
+        Case(predicted: nil, expected: "svc-3, svc-7, svc-12", kind: .list, correct: false),
+        Case(predicted: "/api/cart, /api/login", expected: "/api/cart, /api/login", kind: .list, correct: true),
+        Case(predicted: "C-1055 and C-7693", expected: "C-1055, C-7693", kind: .list, correct: true),
+    ]
+
+    @Test(arguments: listCases) func lists(_ item: Case) {
+        #expect(
+            AnswerScorer.isCorrect(predicted: item.predicted, expected: item.expected, kind: item.kind) == item.correct)
+    }
+
     @Test(arguments: integerCases) func integers(_ item: Case) {
         #expect(
             AnswerScorer.isCorrect(predicted: item.predicted, expected: item.expected, kind: item.kind) == item.correct)
