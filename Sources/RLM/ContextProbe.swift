@@ -112,6 +112,8 @@ enum ContextProbe {
                     return ', '.join(json.dumps(v) if isinstance(v, str) else str(v)
                                      for v, _ in c.most_common()) + ' (the values seen)'
                 v = next(iter(c))
+                if isinstance(v, str) and re.fullmatch(r'[$\u20ac\u00a3]-?[\d,]+(\.\d+)?', v):
+                    return f'money, e.g. {json.dumps(v)} (as a number: float(v[1:].replace(",", "")))'
                 return ('text, e.g. ' + json.dumps(cut(v, 40))) if isinstance(v, str) else f'e.g. {cut(v, 40)}'
 
             def walk(v, path, acc, seen):
@@ -223,7 +225,7 @@ enum ContextProbe {
             kv = re.compile(r'([A-Za-z_][\w.-]*)=("[^"]*"|[^\s,;]+)')
             field = re.compile(r'^([A-Za-z][A-Za-z0-9 _/()-]{0,40}):[ \t]+(\S.*)$')
 
-            def try_fields(lines, what):
+            def try_fields(lines, what, per_doc=False):
                 acc, keys = {}, []
                 for l in lines:
                     m = field.match(l.strip())
@@ -238,6 +240,9 @@ enum ContextProbe {
                 out.append(f'{what} "Name: value" lines; the names, exactly as written (case and spaces matter):')
                 for k in keys[:20]:
                     out.append(f'  {k}: {values_note(acc[k], len(acc[k]))}')
+                if per_doc:
+                    out.append('  Parse each document: for doc in context: f = dict(l.split(": ", 1) for l in '
+                               f'doc.splitlines() if ": " in l); then f[{json.dumps(keys[0])}]')
                 return True
 
             def try_log(lines):
@@ -308,7 +313,7 @@ enum ContextProbe {
                 else:
                     docs = ctx[:200]
                     lines = [l for d in docs for l in d.split('\n')[1:40]]
-                    if not try_fields(lines, 'Documents have'):
+                    if not try_fields(lines, 'Documents have', True):
                         out.append(f'{len(ctx):,} documents; the first:')
                         describe_text(ctx[0], 'context[0]', bool(labels[0]))
             elif isinstance(ctx, list) and ctx and all(isinstance(r, dict) for r in ctx[:50]):
