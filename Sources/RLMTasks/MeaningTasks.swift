@@ -121,11 +121,9 @@ enum MeaningTaskGenerator {
         bodies += rng.shuffled(scenario.distractors).prefix(distractorCount)
         var tickets = [(subject: String, body: String)]()
         var bytes = 0
+        let allowed = TicketFiller.allowed(avoiding: scenario.banned)
         while bytes < sizeBytes - bodies.count * 400 {
-            let ticket = (
-                TicketFiller.subject(rng: &rng, avoiding: scenario.banned),
-                TicketFiller.body(rng: &rng, avoiding: scenario.banned)
-            )
+            let ticket = (rng.pick(allowed.subjects), TicketFiller.body(rng: &rng, sentences: allowed.sentences))
             bytes += ticket.0.utf8.count + ticket.1.utf8.count + 80
             tickets.append(ticket)
         }

@@ -66,9 +66,8 @@ enum JoinTaskGenerator {
             return counting ? matching.count : matching.reduce(0) { $0 + $1.amount }
         }
         func naive(_ group: String) -> Int {
-            let ids = region.filter { $0.value == group }.map(\.key)
             let matching = orders.filter { order in
-                order.status == "paid" && ids.contains { "\"\(order.customer)\"".contains($0) }
+                order.status == "paid" && prefixIDs(order.customer, prefix: "C-").contains { region[$0] == group }
             }
             return counting ? matching.count : matching.reduce(0) { $0 + $1.amount }
         }
@@ -129,8 +128,8 @@ enum JoinTaskGenerator {
             sales.filter { category[$0.sku] == group }.reduce(0) { $0 + $1.quantity }
         }
         func naive(_ group: String) -> Int {
-            let skus = category.filter { $0.value == group }.map(\.key)
-            return sales.filter { sale in skus.contains { sale.sku.contains($0) } }.reduce(0) { $0 + $1.quantity }
+            sales.filter { sale in prefixIDs(sale.sku, prefix: "SKU-").contains { category[$0] == group } }
+                .reduce(0) { $0 + $1.quantity }
         }
         let group = pickGroup(categories, rng: &rng, exact: exact, naive: naive)
         let query = rng.pick([
@@ -178,10 +177,9 @@ enum JoinTaskGenerator {
             events.filter { team[$0.user] == group && $0.action == "login" && $0.result == "ok" }.count
         }
         func naive(_ group: String) -> Int {
-            let ids = team.filter { $0.value == group }.map(\.key)
-            return events.filter { event in
+            events.filter { event in
                 event.action == "login" && event.result == "ok"
-                    && ids.contains { "user=\(event.user)".contains("user=\($0)") }
+                    && prefixIDs(event.user, prefix: "u").contains { team[$0] == group }
             }.count
         }
         let group = pickGroup(teams, rng: &rng, exact: exact, naive: naive)

@@ -214,19 +214,25 @@ enum TicketFiller {
         "Customer mentioned the website looks cleaner now.", "Waiting on the product team to confirm.",
     ]
 
-    /// A ticket body of 1–3 sentences avoiding `banned` words (case-insensitive).
-    static func body(rng: inout SeededRandom, avoiding banned: [String]) -> String {
-        let allowed = sentences.filter { sentence in
-            !banned.contains { sentence.lowercased().contains($0) }
-        }
-        return (0..<rng.int(in: 1...3)).map { _ in
-            rng.pick(allowed).replacingOccurrences(of: "{product}", with: rng.pick(Vocabulary.products).name)
-        }.joined(separator: " ")
+    /// The subjects and sentences that avoid `banned` words (case-insensitive).
+    static func allowed(avoiding banned: [String]) -> (subjects: [String], sentences: [String]) {
+        func clean(_ text: String) -> Bool { !banned.contains { text.lowercased().contains($0) } }
+        return (subjects.filter(clean), sentences.filter(clean))
     }
 
-    static func subject(rng: inout SeededRandom, avoiding banned: [String]) -> String {
-        rng.pick(subjects.filter { subject in !banned.contains { subject.lowercased().contains($0) } })
+    /// A ticket body of 1–3 of `sentences`.
+    static func body(rng: inout SeededRandom, sentences: [String]) -> String {
+        (0..<rng.int(in: 1...3)).map { _ in
+            rng.pick(sentences).replacingOccurrences(of: "{product}", with: rng.pick(Vocabulary.products).name)
+        }.joined(separator: " ")
     }
+}
+
+/// The numbered ids that a substring search for `id` would also hit among ids `prefix` + 1, 2, 3…: the id's own
+/// leading digits (`C-123` is found by searching for `C-1`, `C-12` and `C-123`).
+func prefixIDs(_ id: String, prefix: String) -> [String] {
+    let digits = id.dropFirst(prefix.count)
+    return (1...max(1, digits.count)).map { prefix + digits.prefix($0) }
 }
 
 /// Exact decimal arithmetic for rounded answers: amounts are whole cents, averages rational.
