@@ -78,7 +78,8 @@ struct SmallModelHelpTests {
         }
         let prompt = try await firstPrompt(for: .documents(invoices))
         #expect(prompt.contains(#"Status: "paid", "overdue""#) || prompt.contains(#"Status: "overdue", "paid""#))
-        #expect(prompt.contains("Amount due: text"))
+        #expect(prompt.contains("Amount due: money"))
+        #expect(prompt.contains("Parse each document: for doc in context: f = dict("))
     }
 
     @Test func theProbeLeavesNoVariableBehindAndTheModelCodeStillRuns() async throws {
