@@ -93,6 +93,23 @@ enum MultiStepTaskGenerator {
             own = log.entries.filter { $0.service == leader && $0.level == "ERROR" && $0.duration != nil }
         }
         let status = own.max { $0.duration! < $1.duration! }!.status!
+        // The shortcut "the slowest ERROR request of any service" must give another status: when it does not, a
+        // slower ERROR request with another status goes to a service far enough behind the leader to stay behind.
+        let slowest = log.entries.filter { $0.level == "ERROR" && $0.duration != nil }.max {
+            $0.duration! < $1.duration!
+        }!
+        if slowest.status == status {
+            var counts = [String: Int]()
+            for entry in log.entries where entry.level == "ERROR" { counts[entry.service!, default: 0] += 1 }
+            let lead = counts[leader] ?? 0
+            let behind = Vocabulary.services.filter { $0 != leader && (counts[$0] ?? 0) <= lead - 2 }
+            if !behind.isEmpty {
+                log.addRequest(
+                    level: "ERROR", service: rng.pick(behind),
+                    status: rng.pick(Vocabulary.serverStatuses.filter { $0 != status }),
+                    duration: slowest.duration! + rng.int(in: 1...500), rng: &rng)
+            }
+        }
         let query = rng.pick([
             "Which service logged the most ERROR lines? Of that service's ERROR requests, the one with the largest "
                 + "dur_ms returned which status code?",
