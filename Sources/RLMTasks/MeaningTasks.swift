@@ -95,7 +95,7 @@ enum MeaningTaskGenerator {
                 "Which ticket reports a charge that came after the subscription had already been cancelled?",
                 "Which ticket says the customer kept being billed after ending the subscription?",
             ],
-            subjects: ["Subscription question", "About my subscription", "Subscription {ord}"],
+            subjects: ["Subscription question", "About my subscription", "My subscription"],
             targets: [
                 "I ended my subscription on the 3rd and got the confirmation email, yet another monthly payment left "
                     + "my account this week.",
@@ -167,6 +167,8 @@ enum MeaningCountTaskGenerator {
     struct Topic {
         var keyword: String
         var phrase: String
+        /// Products a review of this topic can be about.
+        var products: [String]
         var banned: [String]
         var complaints: [String]
         var praise: [String]
@@ -176,6 +178,7 @@ enum MeaningCountTaskGenerator {
     static let topics: [Topic] = [
         Topic(
             keyword: "battery", phrase: "the battery",
+            products: ["wireless earbuds", "bike light", "headlamp", "smartwatch", "fitness tracker"],
             banned: ["battery", "charg", "power", "last", "plug", "hours", "runtime", "cell"],
             complaints: [
                 "The battery makes it to lunchtime before I have to plug it in again.",
@@ -198,7 +201,7 @@ enum MeaningCountTaskGenerator {
                 "The battery compartment is on the back, under a small screw.",
             ]),
         Topic(
-            keyword: "delivery", phrase: "the delivery",
+            keyword: "delivery", phrase: "the delivery", products: products,
             banned: ["deliver", "arriv", "ship", "courier", "package", "box", "came", "post", "order"],
             complaints: [
                 "Delivery took nineteen days, although checkout promised three to five.",
@@ -218,7 +221,7 @@ enum MeaningCountTaskGenerator {
                 "Delivery is free above a certain order value, which is why I added a second item.",
             ]),
         Topic(
-            keyword: "customer service", phrase: "customer service",
+            keyword: "customer service", phrase: "customer service", products: products,
             banned: ["customer service", "support", "agent", "help", "warranty", "contact", "replacement", "phone"],
             complaints: [
                 "Customer service took eleven days to answer a simple question about the warranty.",
@@ -241,7 +244,7 @@ enum MeaningCountTaskGenerator {
 
     static let products = [
         "wireless earbuds", "bike light", "electric toothbrush", "smartwatch", "portable speaker", "headlamp",
-        "desk fan", "game controller",
+        "desk fan", "game controller", "office chair", "standing desk",
     ]
 
     /// Sentences about other aspects, good and bad (so a review's overall tone says nothing about the topic).
@@ -271,7 +274,7 @@ enum MeaningCountTaskGenerator {
             !topic.banned.contains { sentence.lowercased().contains($0) }
         }
         func review(_ topicSentence: String?) -> String {
-            var sentences = (0..<rng.int(in: topicSentence == nil ? 2...4 : 1...2)).map { _ in rng.pick(filler) }
+            var sentences = Array(rng.shuffled(filler).prefix(rng.int(in: topicSentence == nil ? 2...4 : 1...2)))
             if let topicSentence { sentences.insert(topicSentence, at: rng.int(in: 0...sentences.count)) }
             return sentences.joined(separator: " ")
         }
@@ -287,7 +290,7 @@ enum MeaningCountTaskGenerator {
         }
         var number = rng.int(in: 10_000...60_000)
         let startDay = LogGenerator.daysFromCivil(year: 2026, month: 1, day: 1)
-        let product = rng.pick(products)
+        let product = rng.pick(topic.products)
         let documents = bodies.map { body -> String in
             number += rng.int(in: 1...5)
             return "### REV-\(number)\nReview REV-\(number) of the \(product)\n"

@@ -210,7 +210,8 @@ enum DistinctTaskGenerator {
         let count = Set(book.orders.filter { $0.city == city && $0.status == status }.map(\.customer)).count
         let query = rng.pick([
             "How many distinct customers have at least one order shipped to \(city) with the status \(status)?",
-            "Among orders with the status \(status) shipped to \(city), how many different customer ids appear?",
+            "Among orders with the status \(status) whose ship-to city is \(city), how many different customer ids "
+                + "appear?",
         ])
         return GeneratedTask(
             query: query, context: .documents(book.documents), answer: String(count), answerKind: .integer)

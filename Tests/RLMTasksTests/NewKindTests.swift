@@ -167,7 +167,7 @@ extension GeneratorTests {
                 }
             } else {
                 let city = try #require(
-                    capture(#"shipped to ([A-Za-z]+, [A-Z]{2})"#, in: task.query), "\(task.query)")
+                    capture(#"(?:shipped to|city is) ([A-Za-z]+, [A-Z]{2})"#, in: task.query), "\(task.query)")
                 let status = try #require(capture(#"the status (\w+)"#, in: task.query))
                 for document in try Self.documents(task)
                 where document.contains("\nShip to: \(city)\n") && document.hasSuffix("\nStatus: \(status)\n") {
