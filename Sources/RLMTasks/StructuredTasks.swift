@@ -92,14 +92,24 @@ enum JoinTaskGenerator {
 
     static let categories = ["audio", "lighting", "furniture", "cables", "storage", "office", "peripherals"]
 
+    /// The category of each of ``Vocabulary/products``.
+    static let categoryOfProduct: [String: String] = [
+        "USB-C cable": "cables", "Desk lamp": "lighting", "Wireless mouse": "peripherals",
+        "Mechanical keyboard": "peripherals", "27in monitor": "peripherals", "Laptop stand": "office",
+        "Noise-cancelling headphones": "audio", "Webcam": "peripherals", "Office chair": "furniture",
+        "Notebook pack": "office", "Standing desk": "furniture", "HDMI adapter": "cables",
+        "Portable SSD 1TB": "storage",
+        "Phone charger": "cables", "Cable organizer": "office", "Ergonomic footrest": "furniture",
+    ]
+
     private static func productsSales(rng: inout SeededRandom, sizeBytes: Int) -> GeneratedTask {
         let productCount = max(130, min(400, sizeBytes / 1_000))
         var category = [String: String]()
         var products = "sku,name,category,unit_price,supplier,weight_kg\n"
         for number in 1...productCount {
             let sku = "SKU-\(number)"
-            category[sku] = rng.pick(categories)
             let base = rng.pick(Vocabulary.products).name
+            category[sku] = categoryOfProduct[base]!
             products +=
                 "\(sku),\(base) \(rng.pick(["mk\(rng.int(in: 2...5))", "pro", "lite", "s", "x"])),\(category[sku]!),"
                 + "\(rng.int(in: 5...600)).\(LogGenerator.pad(rng.int(in: 0...99))),"
@@ -353,7 +363,7 @@ enum CSVTaskGenerator {
         while text.utf8.count < sizeBytes {
             number += rng.int(in: 1...3)
             let product = rng.pick(Vocabulary.products)
-            let category = rng.pick(JoinTaskGenerator.categories)
+            let category = JoinTaskGenerator.categoryOfProduct[product.name]!
             let cents = rng.int(in: 150...90_000)
             let currency = rng.pick(["EUR", "EUR", "USD", "GBP"])
             let rowTags = Array(rng.shuffled(tags).prefix(rng.weightedIndex([3, 4, 2, 1])))
@@ -362,7 +372,9 @@ enum CSVTaskGenerator {
                 Row(category: category, amountCents: cents, currency: currency, tags: rowTags, channel: channel))
             let description: String
             switch rng.int(in: 0..<3) {
-            case 0: description = "\"\(product.name), \(rng.pick(colors)), \(rng.int(in: 1...5)) units\""
+            case 0:
+                let units = rng.int(in: 1...5)
+                description = "\"\(product.name), \(rng.pick(colors)), \(units) unit\(units == 1 ? "" : "s")\""
             case 1: description = "\"\(product.name) \"\"\(rng.pick(["refurbished", "demo", "boxed"]))\"\"\""
             default: description = product.name
             }
