@@ -9,18 +9,24 @@ enum ContextProbe {
     /// A cell that prints the context's format: JSON lines with their field paths, CSV with its header and columns,
     /// key=value logs with their keys and few-valued fields, "Name: value" fields of documents, a folder's file types
     /// and each small folder file's own format — values exactly as written, so the model matches their case and form.
-    static func describeCell(limit: Int) -> String {
-        describeSource + "\ntry:\n    _rlm_describe(context, \(limit))\nfinally:\n    del _rlm_describe\n"
+    /// With `terms` (what the question names), also how each appears in the data: the whole-word forms it takes
+    /// (`503` as `status=503`), or that it is only there in another case, or nowhere.
+    static func describeCell(limit: Int, terms: [String] = []) -> String {
+        describeSource
+            + "\ntry:\n    _rlm_describe(context, \(limit), \(decoded(terms)))\nfinally:\n    del _rlm_describe\n"
+    }
+
+    /// A Python expression for a list of strings, carried as base64 so no string the model or a question wrote can
+    /// end the literal.
+    private static func decoded(_ words: [String]) -> String {
+        let json = (try? JSONSerialization.data(withJSONObject: words)) ?? Data("[]".utf8)
+        return "__import__('json').loads(__import__('base64').b64decode('\(json.base64EncodedString())'))"
     }
 
     /// A cell that prints, for each string the model's code searched for, whether it occurs as written, only in another
     /// case, or not at all — with real lines that hold it (or its longest word).
     static func nearCell(searching words: [String], limit: Int) -> String {
-        let json = (try? JSONSerialization.data(withJSONObject: words)) ?? Data("[]".utf8)
-        let encoded = json.base64EncodedString()
-        return nearSource
-            + "\ntry:\n    _rlm_near(context, __import__('json').loads(__import__('base64').b64decode('\(encoded)')), "
-            + "\(limit))\nfinally:\n    del _rlm_near\n"
+        nearSource + "\ntry:\n    _rlm_near(context, \(decoded(words)), \(limit))\nfinally:\n    del _rlm_near\n"
     }
 
     /// The string literals a cell searches for: quoted strings of 2 to 80 characters with a letter or digit, not
@@ -71,7 +77,7 @@ enum ContextProbe {
         #/(?:[^:=]{0,60}[:=]\s*)?(?:0|0\.0+|\[\]|\{\}|set\(\)|\(\)|None|''|""|Counter\(\)|defaultdict\(.*\{\}\))/#
 
     private static let describeSource = #"""
-        def _rlm_describe(ctx, limit):
+        def _rlm_describe(ctx, limit, terms=()):
             import json, csv, io, re, collections
             out = []
 
@@ -260,13 +266,15 @@ enum ContextProbe {
                     for p in pairs:
                         for k, v in p:
                             acc.setdefault(k, []).append(v)
-                    out.append('Lines of key=value fields; the keys, each with a value seen: '
-                               + ', '.join(f'{k}={cut(v[0], 30)}' for k, v in acc.items())[:500])
+                    few = []
                     for k, vs in list(acc.items())[:14]:
                         c = collections.Counter(vs)
                         if len(c) <= 10 and len(vs) >= 2 * len(c):
-                            out.append(f'  {k}=' + ', '.join(v for v, _ in c.most_common()) + ' (the values seen)')
-                    shown = True
+                            few.append(f'  {k}=' + ', '.join(v for v, _ in c.most_common()) + ' (the values seen)')
+                    if few:
+                        out.append('Lines of key=value fields; those with few values:')
+                        out.extend(few)
+                        shown = True
                 width = min(8, min((len(r) for r in rows), default=0))
                 words = []
                 for i in range(width):
@@ -323,6 +331,51 @@ enum ContextProbe {
                     if isinstance(v, list) and v and all(isinstance(r, dict) for r in v[:50]):
                         describe_records(v[:300], f'context[{json.dumps(k)}] is a list of {len(v):,} JSON objects',
                                          f'Access: for r in context[{json.dumps(k)}]: r["..."]')
+            if terms:
+                if isinstance(ctx, str):
+                    docs = [ctx]
+                elif isinstance(ctx, list):
+                    docs = [d for d in ctx if isinstance(d, str)]
+                else:
+                    docs = [json.dumps(ctx)]
+                ident = re.compile(r'[A-Za-z0-9_]')
+                forms_out = []
+                for term in terms[:8]:
+                    forms, seen, folded = collections.Counter(), 0, None
+                    for d in docs:
+                        i = d.find(term)
+                        while i >= 0 and seen < 400:
+                            j = i + len(term)
+                            if not (i > 0 and ident.match(d[i - 1]) and ident.match(term[0])) and \
+                                    not (j < len(d) and ident.match(d[j]) and ident.match(term[-1])):
+                                a, b = i, j
+                                while a > 0 and not d[a - 1].isspace() and i - a < 40:
+                                    a -= 1
+                                while b < len(d) and not d[b].isspace() and b - j < 40:
+                                    b += 1
+                                forms[d[a:b].strip('.,;:()[]{}')] += 1
+                                seen += 1
+                            i = d.find(term, j)
+                        if seen >= 400:
+                            break
+                    if not forms:
+                        low = term.lower()
+                        for d in docs:
+                            k = d.lower().find(low)
+                            if k >= 0:
+                                folded = d[k:k + len(term)]
+                                break
+                    if forms:
+                        more = '+' if seen >= 400 else ''
+                        shown = ', '.join(f'{f} ({n}{more} times)' for f, n in forms.most_common(3))
+                        forms_out.append(f'  {term}: as {shown}')
+                    elif folded:
+                        forms_out.append(f'  {term}: not as written; only in another case, as {folded}')
+                    elif not re.fullmatch(r'\w+(\.\w+)+', term):
+                        forms_out.append(f'  {term}: nowhere as written, in any case')
+                if forms_out:
+                    out.append("How the question's terms appear in `context` (whole words; match this exact form):")
+                    out.extend(forms_out)
             text = '\n'.join(out)
             if len(text) > limit:
                 text = text[:limit - 20].rsplit('\n', 1)[0] + '\n  (more not shown)'

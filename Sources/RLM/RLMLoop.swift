@@ -47,7 +47,9 @@ actor RLMLoop {
         handler.use(router)
         try await ensureSession(router: router)
         if messages.isEmpty {
-            let format = configuration.describeContextFormat && Prompts.hasData(summary) ? await describeFormat() : nil
+            let format =
+                configuration.describeContextFormat && Prompts.hasData(summary)
+                ? await describeFormat(terms: QuestionTerms.terms(of: query)) : nil
             messages = [
                 .system(
                     Prompts.system(
@@ -321,8 +323,8 @@ actor RLMLoop {
 
     /// The context's format, from ``ContextProbe/describeCell(limit:)``; `nil` when the probe printed nothing or
     /// failed (the model still gets the raw sample).
-    private func describeFormat() async -> String? {
-        guard let text = await probe(ContextProbe.describeCell(limit: 2400)) else { return nil }
+    private func describeFormat(terms: [String]) async -> String? {
+        guard let text = await probe(ContextProbe.describeCell(limit: 2400, terms: terms)) else { return nil }
         await events.emit(.note, depth: depth, iteration: 0, data: ["note": "context format described"])
         return text
     }

@@ -47,6 +47,17 @@ struct SmallModelHelpTests {
         #expect(prompt.contains(#"r["shipping"]["country"]"#))
     }
 
+    @Test func theQuestionsTermsAreShownInTheFormTheDataGivesThem() async throws {
+        let root = ScriptedModel(replies: ["FINAL(x)"])
+        _ = try await engine(root: root) { $0.describeContextFormat = true }
+            .run(query: "How many requests to /api/pay returned 503 for SVC-2 or svc-9?", context: .text(Self.log))
+        let prompt = try #require(root.requests.first?.last?.content)
+        #expect(prompt.contains("/api/pay: as path=/api/pay (300 times)"), "\(prompt)")
+        #expect(prompt.contains("503: as status=503 (300 times)"))
+        #expect(prompt.contains("SVC-2: not as written; only in another case, as svc-2"))
+        #expect(prompt.contains("svc-9: nowhere as written, in any case"))
+    }
+
     @Test func csvIsDescribedByItsHeaderAndColumns() async throws {
         let prompt = try await firstPrompt(for: .text(Self.csv))
         #expect(prompt.contains("CSV (comma-separated)"))
@@ -57,7 +68,7 @@ struct SmallModelHelpTests {
 
     @Test func logLinesShowTheirKeysAndFewValuedWordsExactly() async throws {
         let prompt = try await firstPrompt(for: .text(Self.log))
-        #expect(prompt.contains("the keys, each with a value seen: req=0, method=GET, path=/api/cart, status=200"))
+        #expect(prompt.contains("Lines of key=value fields; those with few values:"))
         #expect(prompt.contains("word 2 is"))
         #expect(prompt.contains("ERROR") && prompt.contains("WARN"))
         #expect(prompt.contains("status=200, 503") || prompt.contains("status=503, 200"))
