@@ -122,9 +122,10 @@ enum MeaningTaskGenerator {
         var tickets = [(subject: String, body: String)]()
         var bytes = 0
         let allowed = TicketFiller.allowed(avoiding: scenario.banned)
-        while bytes < sizeBytes - bodies.count * 400 {
+        // A ticket's header takes 78 bytes and its subject; a keyword ticket about 260 in all.
+        while bytes < sizeBytes - bodies.count * 260 {
             let ticket = (rng.pick(allowed.subjects), TicketFiller.body(rng: &rng, sentences: allowed.sentences))
-            bytes += ticket.0.utf8.count + ticket.1.utf8.count + 80
+            bytes += ticket.0.utf8.count + ticket.1.utf8.count + 78
             tickets.append(ticket)
         }
         // Keyword tickets at random places; the target's position is remembered.
@@ -278,11 +279,14 @@ enum MeaningCountTaskGenerator {
             if let topicSentence { sentences.insert(topicSentence, at: rng.int(in: 0...sentences.count)) }
             return sentences.joined(separator: " ")
         }
+        let product = rng.pick(topic.products)
+        // A review's header takes 71 bytes, the product's name and the author's (5 on average).
+        let header = 71 + product.utf8.count
         var bodies = [String]()
         var bytes = 0
-        while bytes < sizeBytes - total * 250 {
+        while bytes < sizeBytes - total * (header + 150) {
             let body = review(nil)
-            bytes += body.utf8.count + 90
+            bytes += body.utf8.count + header
             bodies.append(body)
         }
         for sentence in topical {
@@ -290,7 +294,6 @@ enum MeaningCountTaskGenerator {
         }
         var number = rng.int(in: 10_000...60_000)
         let startDay = LogGenerator.daysFromCivil(year: 2026, month: 1, day: 1)
-        let product = rng.pick(topic.products)
         let documents = bodies.map { body -> String in
             number += rng.int(in: 1...5)
             return "### REV-\(number)\nReview REV-\(number) of the \(product)\n"
