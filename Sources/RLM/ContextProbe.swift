@@ -420,7 +420,14 @@ enum ContextProbe {
                     out.append(f'{w!r} occurs only in another case or form:')
                     out.extend('  ' + l for l in folded)
                     continue
-                parts = sorted({p for p in __import__('re').findall(r'[A-Za-z0-9_]{3,}', w)}, key=len, reverse=True)
+                spaced = w.replace('_', ' ').lower()
+                if spaced != w.lower():
+                    found = lines_with(spaced, True, 2)
+                    if found:
+                        out.append(f'{w!r} occurs nowhere, but {spaced!r} does:')
+                        out.extend('  ' + l for l in found)
+                        continue
+                parts = sorted({p for p in __import__('re').findall(r'[A-Za-z0-9]{3,}', w)}, key=len, reverse=True)
                 near = []
                 for p in parts[:3]:
                     near = lines_with(p.lower(), True, 2)
