@@ -207,6 +207,8 @@ enum JoinTaskGenerator {
 /// JSON lines: orders with nested objects (`customer`, `shipping.address`, `payment`), a list of item objects, and
 /// optional fields (`refund`, `coupon`, `shipping.address.zip`). The question averages a nested field over a filter
 /// and states the rounding; the data never puts the exact value within 1e-6 of a rounding boundary.
+/// Each field has one casing: lowercase (`status`, `tier`, `method`), capitalized (`payment.method`: `Card`,
+/// `PayPal`; cities) or upper case (`country`, `coupon`), and the question quotes values exactly.
 enum JSONLinesTaskGenerator {
     private static let places: [(country: String, cities: [String])] = [
         ("NO", ["Oslo", "Bergen"]), ("SE", ["Stockholm", "Malmo"]), ("DK", ["Copenhagen", "Aarhus"]),
@@ -331,7 +333,7 @@ enum JSONLinesTaskGenerator {
         }
         text +=
             ", \"payment\": {\"amount\": \(Exact.dollars(cents)), \"currency\": \"EUR\", \"method\": "
-            + "\"\(rng.pick(["card", "card", "paypal", "klarna"]))\"}"
+            + "\"\(rng.pick(["Card", "Card", "PayPal", "Klarna"]))\"}"
         if hasCoupon { text += ", \"coupon\": \"\(rng.pick(["SPRING10", "WELCOME", "VIP10", "BLACKFRIDAY"]))\"" }
         text += "}"
         return Record(
