@@ -70,6 +70,10 @@ public enum ReplyParser {
         let word = trimmed[..<newline].trimmingCharacters(in: .whitespaces).lowercased()
         guard ["repl", "python", "py", "python3"].contains(word) else { return text }
         let rest = trimmed[newline...]
+        // `repl⏎```python⏎code⏎```: the word was a label above a fence of its own; drop the word.
+        if rest.drop(while: { $0 == "\n" || $0 == " " }).hasPrefix("```") {
+            return String(rest.drop(while: { $0 == "\n" || $0 == " " }))
+        }
         let hasClosing = rest.split(separator: "\n").contains { $0.trimmingCharacters(in: .whitespaces) == "```" }
         return hasClosing ? "```" + trimmed : text
     }

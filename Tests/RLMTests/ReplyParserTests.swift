@@ -62,6 +62,8 @@ struct ReplyParserTests {
         let missingOpening = ReplyParser.parse("repl\nprint(1)\n```\nThe REPL prints: 1")
         #expect(missingOpening.codeBlocks == ["print(1)"])
         #expect(ReplyParser.parse("repl is a word\n```").codeBlocks.isEmpty)
+        let labelAboveFence = ReplyParser.parse("repl\n```python\nprint(3)\n```\nThe REPL prints: 3")
+        #expect(labelAboveFence.codeBlocks == ["print(3)"])
         let longFence = ReplyParser.parse("````repl\nx = '```'\n````")
         #expect(longFence.codeBlocks == ["x = '```'"])
     }
