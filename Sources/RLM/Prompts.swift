@@ -231,9 +231,17 @@ enum Prompts {
         """
 
     /// A step's code found nothing: what `context` really holds for the strings it searched for.
-    static func foundNothing(near: String) -> String {
-        "Your code found nothing. What `context` holds for the strings your code searched for:\n```text\n\(near)\n"
+    static func foundNothing(near: String, phrase: String?) -> String {
+        var text =
+            "Your code found nothing. What `context` holds for the strings your code searched for:\n```text\n\(near)\n"
             + "```\nMatch the exact form shown (case, spacing, punctuation, field names), then try again."
+        if let phrase {
+            text +=
+                " Text rarely repeats a question's wording (\"\(phrase.prefix(60))\"): if the question is about what "
+                + "the text means, select candidates by one key word, then ask `llm_query_batched` a yes/no question "
+                + "about each (as in the example)."
+        }
+        return text
     }
 
     /// The question names things the code has not tested.

@@ -171,7 +171,11 @@ actor RLMLoop {
             {
                 linesShown += 1
                 printed.append(near)
-                outputs.append(Prompts.foundNothing(near: near))
+                // A searched phrase of three words or more: the model is matching the question's wording.
+                let phrase = ContextProbe.searchLiterals(in: reply.codeBlocks.joined(separator: "\n")).first {
+                    $0.split(separator: " ").count >= 3 && $0.allSatisfy { $0.isLetter || $0 == " " || $0 == "'" }
+                }
+                outputs.append(Prompts.foundNothing(near: near, phrase: phrase))
             }
             previousFailed = anyError
             codeSoFar += reply.codeBlocks.joined(separator: "\n") + "\n"

@@ -119,6 +119,17 @@ struct SmallModelHelpTests {
         #expect(shown.contains("'[error]' occurs nowhere, in any case; lines with 'error'"))
     }
 
+    @Test func aSearchedPhraseThatFindsNothingPointsAtQuestionsOfMeaning() async throws {
+        let root = ScriptedModel(replies: [
+            "```repl\nprint([l for l in context.splitlines() if 'the cart was very slow' in l])\n```", "FINAL(0)",
+        ])
+        _ = try await engine(root: root) { $0.showLinesWhenNothingFound = true }
+            .run(query: "q", context: .text(Self.log))
+        let shown = try #require(root.requests[1].last?.content)
+        #expect(shown.contains("Text rarely repeats a question's wording (\"the cart was very slow\")"))
+        #expect(shown.contains("lines with 'cart'"))
+    }
+
     @Test func anIndexErrorOnAnEmptySelectionAlsoShowsLines() async throws {
         let root = ScriptedModel(replies: [
             "```repl\nprint([l for l in context.splitlines() if 'status: 503' in l][0])\n```", "FINAL(0)",
