@@ -48,6 +48,32 @@ enum ContextProbe {
         return Array(found.sorted { $0.count > $1.count }.prefix(limit))
     }
 
+    /// When a search used the question's own wording and the data does not: a phrase of three words or more that
+    /// occurs nowhere, or a word of the question (or one sharing its first five letters: `complaint` for
+    /// `complaints`) that occurs nowhere in any case. Returns it, with a searched string that does occur as written.
+    /// Such a question is usually about meaning, which keywords cannot settle.
+    static func questionWording(searched: [String], near: String, question: String) -> (
+        searched: String, present: String?
+    )? {
+        func occurs(_ word: String, _ how: String) -> Bool { near.contains("\(quoted(word)) occurs \(how)") }
+        let questionWords = question.lowercased().split { !$0.isLetter }.map(String.init).filter { $0.count >= 5 }
+        let absent = searched.first { literal in
+            guard occurs(literal, "nowhere"), literal.allSatisfy({ $0.isLetter || $0 == " " || $0 == "'" }) else {
+                return false
+            }
+            if literal.split(separator: " ").count >= 3 { return true }
+            let word = literal.lowercased()
+            return word.count >= 5 && questionWords.contains { $0.hasPrefix(word.prefix(5)) }
+        }
+        guard let absent else { return nil }
+        return (absent, searched.first { occurs($0, "as written") })
+    }
+
+    /// How Python's `repr` writes a plain string, as the near-lines probe prints it.
+    private static func quoted(_ text: String) -> String {
+        text.contains("'") && !text.contains("\"") ? "\"\(text)\"" : "'\(text)'"
+    }
+
     /// Single- or double-quoted one-line Python string literals (prefixes such as `f` or `r` allowed).
     nonisolated(unsafe) private static let literal =
         #/(?:\b[rRfFbBuU]{0,2})?(?:"((?:[^"\\\n]|\\.)*)"|'((?:[^'\\\n]|\\.)*)')/#

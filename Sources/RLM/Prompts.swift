@@ -231,15 +231,16 @@ enum Prompts {
         """
 
     /// A step's code found nothing: what `context` really holds for the strings it searched for.
-    static func foundNothing(near: String, phrase: String?) -> String {
+    static func foundNothing(near: String, wording: (searched: String, present: String?)?) -> String {
         var text =
             "Your code found nothing. What `context` holds for the strings your code searched for:\n```text\n\(near)\n"
             + "```\nMatch the exact form shown (case, spacing, punctuation, field names), then try again."
-        if let phrase {
+        if let wording {
+            let by = wording.present.map { "by a word it does use (such as \"\($0.prefix(40))\")" } ?? "by one key word"
             text +=
-                " Text rarely repeats a question's wording (\"\(phrase.prefix(60))\"): if the question is about what "
-                + "the text means, select candidates by one key word, then ask `llm_query_batched` a yes/no question "
-                + "about each (as in the example)."
+                " The data does not use the question's wording (\"\(wording.searched.prefix(60))\"): if the question is "
+                + "about what the text means, select candidates \(by), then ask `llm_query_batched` a yes/no question "
+                + "about each candidate's text and count or pick by the replies (as in the example)."
         }
         return text
     }

@@ -171,11 +171,12 @@ actor RLMLoop {
             {
                 linesShown += 1
                 printed.append(near)
-                // A searched phrase of three words or more: the model is matching the question's wording.
-                let phrase = ContextProbe.searchLiterals(in: reply.codeBlocks.joined(separator: "\n")).first {
-                    $0.split(separator: " ").count >= 3 && $0.allSatisfy { $0.isLetter || $0 == " " || $0 == "'" }
-                }
-                outputs.append(Prompts.foundNothing(near: near, phrase: phrase))
+                outputs.append(
+                    Prompts.foundNothing(
+                        near: near,
+                        wording: ContextProbe.questionWording(
+                            searched: ContextProbe.searchLiterals(in: reply.codeBlocks.joined(separator: "\n")),
+                            near: near, question: query)))
             }
             previousFailed = anyError
             codeSoFar += reply.codeBlocks.joined(separator: "\n") + "\n"

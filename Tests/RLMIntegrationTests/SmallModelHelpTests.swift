@@ -126,8 +126,20 @@ struct SmallModelHelpTests {
         _ = try await engine(root: root) { $0.showLinesWhenNothingFound = true }
             .run(query: "q", context: .text(Self.log))
         let shown = try #require(root.requests[1].last?.content)
-        #expect(shown.contains("Text rarely repeats a question's wording (\"the cart was very slow\")"))
+        #expect(shown.contains("The data does not use the question's wording (\"the cart was very slow\")"))
         #expect(shown.contains("lines with 'cart'"))
+    }
+
+    @Test func aWordOfTheQuestionTheDataNeverUsesPointsAtMeaningToo() async throws {
+        let root = ScriptedModel(replies: [
+            "```repl\nprint(sum(1 for l in context.splitlines() if 'cart' in l and 'complaint' in l.lower()))\n```",
+            "FINAL(0)",
+        ])
+        _ = try await engine(root: root) { $0.showLinesWhenNothingFound = true }
+            .run(query: "How many cart requests are complaints?", context: .text(Self.log))
+        let shown = try #require(root.requests[1].last?.content)
+        #expect(shown.contains("The data does not use the question's wording (\"complaint\")"), "\(shown)")
+        #expect(shown.contains("select candidates by a word it does use (such as \"cart\")"))
     }
 
     @Test func anIndexErrorOnAnEmptySelectionAlsoShowsLines() async throws {
