@@ -33,6 +33,8 @@ enum Prompts {
         }
     }
 
+    /// Everything that depends on the context comes last (the examples' shape aside), so a local server's prompt cache
+    /// keeps the rest from one run to the next: on one CPU thread that prefix costs half a minute to read.
     static func system(context: ContextSummary?, subWindowTokens: Int?, outputChars: Int, canRecurse: Bool) -> String {
         let window =
             subWindowTokens.map { " Its window is about \(grouped($0)) tokens (≈ \(grouped($0 * 3)) characters)." }
@@ -46,7 +48,7 @@ enum Prompts {
             You answer a question about a context too large to read at once. You work in a Python REPL.
 
             The REPL already has:
-            - \(describe(context)).\(hasData(context) ? " It is already loaded: never assign to `context`, never make up sample data." : "")
+            - \(hasData(context) ? "`context`: the data, described at the end of this message. It is already loaded: never assign to `context`, never make up sample data." : describe(context) + ".")
             - `llm_query(prompt)`: asks a language model and returns its reply (a str). It sees only the prompt you \
             pass, so put the text it must read into the prompt.\(window)
             - `llm_query_batched(prompts)`: the same for a list of prompts, run in parallel; returns a list of str.
@@ -66,7 +68,7 @@ enum Prompts {
             \(meaning(for: context))
 
             \(rules(context))
-            """
+            """ + (hasData(context) ? "\n\nThe data: \(describe(context))." : "")
     }
 
     /// Whether there is data to work on.
