@@ -254,6 +254,13 @@ enum Prompts {
             + "question must be in the code."
     }
 
+    /// The code now tests everything the question names.
+    static func allTested(_ terms: [String]) -> String {
+        let list = terms.prefix(4).map { "`\($0)`" }.joined(separator: ", ")
+        return "Your code now tests every condition the question names (\(list)). If its output answers the "
+            + "question, reply with FINAL(answer); add no condition the question does not ask for."
+    }
+
     /// The output holds near misses of what the question names.
     static func nearMisses(_ misses: [(term: String, seen: [String])]) -> String {
         let list = misses.prefix(3).map { miss in

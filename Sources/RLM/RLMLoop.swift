@@ -77,6 +77,7 @@ actor RLMLoop {
         let terms = configuration.checkQuestionTerms ? QuestionTerms.terms(of: query) : []
         var codeSoFar = ""
         var termNotes = 0
+        var warnedUntested = false
         while iteration < maxIterations {
             iteration += 1
             iterationsUsed = iteration
@@ -180,14 +181,21 @@ actor RLMLoop {
             }
             previousFailed = anyError
             codeSoFar += reply.codeBlocks.joined(separator: "\n") + "\n"
-            if !terms.isEmpty, !anyError, !lastFoundNothing, termNotes < 2 {
+            if !terms.isEmpty, !anyError, !lastFoundNothing {
                 let missing = QuestionTerms.untested(terms, in: codeSoFar)
                 let misses = QuestionTerms.nearMisses(
                     of: terms, in: results.map { $0.stdout }.joined(separator: "\n"))
-                if !missing.isEmpty || !misses.isEmpty {
+                if termNotes < 2, !missing.isEmpty || !misses.isEmpty {
                     termNotes += 1
+                    warnedUntested = warnedUntested || !missing.isEmpty
                     if !missing.isEmpty { outputs.append(Prompts.untested(missing)) }
                     if !misses.isEmpty { outputs.append(Prompts.nearMisses(misses)) }
+                } else if warnedUntested, misses.isEmpty,
+                    QuestionTerms.untested(terms, in: reply.codeBlocks.joined(separator: "\n")).isEmpty
+                {
+                    // The step after the warning tests everything: say so, or a small model keeps adding conditions.
+                    warnedUntested = false
+                    outputs.append(Prompts.allTested(terms))
                 }
             }
             consecutiveErrors = anyError ? consecutiveErrors + 1 : 0

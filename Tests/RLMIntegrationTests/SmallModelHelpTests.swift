@@ -229,6 +229,19 @@ struct SmallModelHelpTests {
         #expect(shown.contains("`svc-1` also matched `svc-12`"), "\(shown)")
     }
 
+    @Test func aStepThatTestsEveryConditionAfterTheWarningIsToldSo() async throws {
+        let root = ScriptedModel(replies: [
+            "```repl\nprint(sum(1 for l in context.splitlines() if 'status=503' in l))\n```",
+            "```repl\nprint(sum(1 for l in context.splitlines() if 'status=503' in l and 'path=/api/pay' in l))\n```",
+            "FINAL(300)",
+        ])
+        _ = try await engine(root: root) { $0.checkQuestionTerms = true }
+            .run(query: "How many requests to /api/pay returned 503?", context: .text(Self.log))
+        #expect(root.requests[1].last?.content.contains("does not test yet") == true)
+        let second = try #require(root.requests[2].last?.content)
+        #expect(second.contains("Your code now tests every condition the question names (`/api/pay`, `503`)"))
+    }
+
     @Test func aFinalNamingAVariableGivesItsValue() async throws {
         let root = ScriptedModel(replies: ["```repl\ntotal_amount = 41 + 1\nprint('done')\n```", "FINAL(total_amount)"])
         let result = try await engine(root: root) { $0.refuseUnsupportedAnswers = true }
