@@ -146,6 +146,10 @@ public struct MethodSummary: Sendable, Hashable, Codable {
     public var costPerCorrectUSD: Double?
     /// Tokens divided by correct answers; `nil` when none was correct.
     public var tokensPerCorrect: Double?
+    /// The median task's wall time, in seconds.
+    public var medianWallSeconds: Double
+    /// The median task's tokens (input plus output).
+    public var medianTokens: Double
 
     /// Sums the outcomes of one method.
     /// - Parameters:
@@ -165,6 +169,16 @@ public struct MethodSummary: Sendable, Hashable, Codable {
         costUSD = outcomes.reduce(0) { $0 + $1.costUSD }
         costPerCorrectUSD = correct == 0 ? nil : costUSD / Double(correct)
         tokensPerCorrect = correct == 0 ? nil : Double(totalTokens) / Double(correct)
+        medianWallSeconds = Self.median(outcomes.map(\.wallSeconds))
+        medianTokens = Self.median(outcomes.map { Double($0.inputTokens + $0.outputTokens) })
+    }
+
+    /// The middle value (the mean of the two middle ones for an even count); 0 for none.
+    static func median(_ values: [Double]) -> Double {
+        let sorted = values.sorted()
+        guard !sorted.isEmpty else { return 0 }
+        let middle = sorted.count / 2
+        return sorted.count % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2
     }
 
     private enum CodingKeys: String, CodingKey {
@@ -178,7 +192,17 @@ public struct MethodSummary: Sendable, Hashable, Codable {
         case costUSD = "cost_usd"
         case costPerCorrectUSD = "cost_per_correct_usd"
         case tokensPerCorrect = "tokens_per_correct"
+        case medianWallSeconds = "median_wall_seconds"
+        case medianTokens = "median_tokens"
     }
+}
+
+/// One method's results on the tasks of one kind.
+public struct KindSummary: Sendable, Hashable, Codable {
+    /// The kind.
+    public var kind: TaskKind
+    /// The method's totals on it.
+    public var summary: MethodSummary
 }
 
 /// The result of `rlm bench tasks run`: every task's outcomes and a summary per method.
@@ -210,8 +234,23 @@ public struct BenchReport: Sendable, Hashable, Codable {
         methods.map { method in MethodSummary(method: method, outcomes: tasks.compactMap { $0.outcome(method) }) }
     }
 
+    /// Each method's results per kind, kinds in the order they first appear.
+    public var byKind: [KindSummary] {
+        var kinds = [TaskKind]()
+        for task in tasks where !kinds.contains(task.kind) { kinds.append(task.kind) }
+        return kinds.flatMap { kind in
+            methods.map { method in
+                KindSummary(
+                    kind: kind,
+                    summary: MethodSummary(
+                        method: method, outcomes: tasks.filter { $0.kind == kind }.compactMap { $0.outcome(method) }))
+            }
+        }
+    }
+
     private enum CodingKeys: String, CodingKey {
         case model, settings, tasks, summaries
+        case byKind = "by_kind"
         case startedAt = "started_at"
     }
 
@@ -230,6 +269,7 @@ public struct BenchReport: Sendable, Hashable, Codable {
         try container.encode(settings, forKey: .settings)
         try container.encode(tasks, forKey: .tasks)
         try container.encode(summaries, forKey: .summaries)
+        try container.encode(byKind, forKey: .byKind)
     }
 
     /// The report as pretty JSON with sorted keys.
@@ -279,6 +319,17 @@ public struct BenchReport: Sendable, Hashable, Codable {
             ])
         }
         out += "\n" + Self.align(summary)
+        let kinds = byKind
+        if Set(kinds.map(\.kind)).count > 1 {
+            var perKind = [["kind", "method", "accuracy", "median time", "median tokens"]]
+            for item in kinds {
+                perKind.append([
+                    item.kind.rawValue, item.summary.method.rawValue, "\(item.summary.correct)/\(item.summary.tasks)",
+                    Self.time(item.summary.medianWallSeconds), Self.tokens(Int(item.summary.medianTokens.rounded())),
+                ])
+            }
+            out += "\n" + Self.align(perKind)
+        }
         return out
     }
 

@@ -1,10 +1,11 @@
 import Foundation
 import RLM
 import RLMSandbox
-import RLMTasks
 import RLMTesting
 import Synchronization
 import Testing
+
+@testable import RLMTasks
 
 @Suite("Bench runner", .serialized)
 struct RunnerTests {
@@ -105,6 +106,14 @@ struct RunnerTests {
         let json = String(decoding: try report.json(), as: UTF8.self)
         #expect(json.contains("\"summaries\""))
         #expect(json.contains("\"cost_per_correct_usd\""))
+        // Per kind: counting and needle, each method with its median time and tokens.
+        let byKind = report.byKind
+        #expect(byKind.map(\.kind) == [Self.counting.kind, Self.counting.kind, Self.needle.kind, Self.needle.kind])
+        #expect(byKind[0].summary.correct == 1 && byKind[0].summary.tasks == 1)
+        #expect(byKind[0].summary.medianTokens == Double(counting.totalTokens))
+        #expect(byKind[0].summary.medianWallSeconds == counting.wallSeconds)
+        #expect(json.contains("\"by_kind\"") && json.contains("\"median_wall_seconds\""))
+        #expect(table.contains("median time"))
 
         #expect(
             calls.withLock { $0 } == [
@@ -221,5 +230,15 @@ struct RunnerTests {
         await #expect(throws: LLMError.self) {
             _ = try await BenchRunner(configuration: Self.configuration(model), options: options).run([Self.counting])
         }
+    }
+}
+
+@Suite("Bench report medians")
+struct BenchMedianTests {
+    @Test func theMedianIsTheMiddleValueOrTheMeanOfTheTwoMiddleOnes() {
+        #expect(MethodSummary.median([]) == 0)
+        #expect(MethodSummary.median([5]) == 5)
+        #expect(MethodSummary.median([9, 1, 5]) == 5)
+        #expect(MethodSummary.median([4, 1, 10, 2]) == 3)
     }
 }
