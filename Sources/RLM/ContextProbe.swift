@@ -2,9 +2,9 @@ import Foundation
 
 /// Code the engine itself runs in the REPL to help a model see the data as it really is: a description of the
 /// context's format, measured over a streamed sample of the whole of it, and the real lines near what a search that
-/// found nothing looked for. Both run in the sandbox like any cell (the context never leaves it), define one function,
-/// call it and delete it, so the model's namespace is left as it was. What they print is context data: the prompts
-/// treat it as such.
+/// found nothing looked for. Both run in the sandbox like any cell (the context never leaves it), in a namespace of
+/// their own, so the model's namespace is neither read nor changed. What they print is context data: the prompts treat
+/// it as such.
 enum ContextProbe {
     /// A cell that prints the context's format: JSON lines with their field paths, CSV with its header and columns,
     /// key=value logs with their keys and few-valued fields, "Name: value" fields of documents, a folder's file types
@@ -12,21 +12,28 @@ enum ContextProbe {
     /// With `terms` (what the question names), also how each appears in the data: the whole-word forms it takes
     /// (`503` as `status=503`), or that it is only there in another case, or nowhere.
     static func describeCell(limit: Int, terms: [String] = []) -> String {
-        describeSource
-            + "\ntry:\n    _rlm_describe(context, \(limit), \(decoded(terms)))\nfinally:\n    del _rlm_describe\n"
-    }
-
-    /// A Python expression for a list of strings, carried as base64 so no string the model or a question wrote can
-    /// end the literal.
-    private static func decoded(_ words: [String]) -> String {
-        let json = (try? JSONSerialization.data(withJSONObject: words)) ?? Data("[]".utf8)
-        return "__import__('json').loads(__import__('base64').b64decode('\(json.base64EncodedString())'))"
+        isolated(describeSource + "\n_rlm_describe(_rlm_context, \(limit), \(decoded(terms)))\n")
     }
 
     /// A cell that prints, for each string the model's code searched for, whether it occurs as written, only in another
     /// case, or not at all — with real lines that hold it (or its longest word).
     static func nearCell(searching words: [String], limit: Int) -> String {
-        nearSource + "\ntry:\n    _rlm_near(context, \(decoded(words)), \(limit))\nfinally:\n    del _rlm_near\n"
+        isolated(nearSource + "\n_rlm_near(_rlm_context, \(decoded(words)), \(limit))\n")
+    }
+
+    /// A cell that runs `source` in a namespace of its own with the real builtins and `_rlm_context` bound to
+    /// `context`: the model's namespace is neither read (a rebound `print`, `len` or `json` cannot break the probe)
+    /// nor written. The source travels as base64, so nothing in it can end a literal of the cell.
+    private static func isolated(_ source: String) -> String {
+        let encoded = Data(source.utf8).base64EncodedString()
+        return "__import__('builtins').exec(__import__('base64').b64decode('\(encoded)').decode(), "
+            + "{'__builtins__': __import__('builtins'), '_rlm_context': context})\n"
+    }
+
+    /// A Python expression for a list of strings, carried as base64 JSON.
+    private static func decoded(_ words: [String]) -> String {
+        let json = (try? JSONSerialization.data(withJSONObject: words)) ?? Data("[]".utf8)
+        return "__import__('json').loads(__import__('base64').b64decode('\(json.base64EncodedString())'))"
     }
 
     /// The string literals a cell searches for: quoted strings of 2 to 80 characters with a letter or digit, not
@@ -80,8 +87,10 @@ enum ContextProbe {
 
     /// Whether a step's cells found nothing: no error, and what they printed is empty or only empty values (`0`,
     /// `[]`, `None`, …, possibly after a label), or the error is what code raises on an empty selection.
-    static func foundNothing(_ results: [CellResult]) -> Bool {
+    static func foundNothing(_ results: [CellResult], code: [String] = []) -> Bool {
         guard !results.isEmpty else { return false }
+        // A cell that prints nothing and was not asked to (a setup cell) found nothing only if it raised.
+        let printsSomething = code.isEmpty || code.contains { $0.contains("print(") }
         for result in results {
             if let error = result.error {
                 let empty =
@@ -90,6 +99,7 @@ enum ContextProbe {
                 if !empty { return false }
                 continue
             }
+            if result.stdout.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, !printsSomething { return false }
             for line in result.stdout.split(whereSeparator: \.isNewline) {
                 let text = line.trimmingCharacters(in: .whitespaces)
                 if text.isEmpty { continue }
@@ -116,7 +126,7 @@ enum ContextProbe {
                 lines = text[:120000].split('\n')
                 if big:
                     lines = lines[:-1]
-                lines = lines[:300]
+                lines = [l[:3000] for l in lines[:300]]
                 if big:
                     step = len(text) // 80
                     for i in range(1, 80):
@@ -254,7 +264,7 @@ enum ContextProbe {
                     return True
                 return False
 
-            kv = re.compile(r'([A-Za-z_][\w.-]*)=("[^"]*"|[^\s,;]+)')
+            kv = re.compile(r'([A-Za-z_][\w.-]{0,40})=("[^"]{0,200}"|[^\s,;]{1,200})')
             field = re.compile(r'^([A-Za-z][A-Za-z0-9 _/()-]{0,40}):[ \t]+(\S.*)$')
 
             def try_fields(lines, what, per_doc=False):
@@ -346,7 +356,7 @@ enum ContextProbe {
                         describe_text(d, f'context[{i}]', bool(labels[i]))
                 else:
                     docs = ctx[:200]
-                    lines = [l for d in docs for l in d.split('\n')[1:40]]
+                    lines = [l for d in docs for l in d[:20000].split('\n', 40)[1:40]]
                     if not try_fields(lines, 'Documents have', True):
                         out.append(f'{len(ctx):,} documents; the first:')
                         describe_text(ctx[0], 'context[0]', bool(labels[0]))
@@ -391,6 +401,8 @@ enum ContextProbe {
                             if k >= 0:
                                 folded = d[k:k + len(term)]
                                 break
+                            if len(d) > 50_000_000:
+                                break
                     if forms:
                         more = '+' if seen >= 400 else ''
                         shown = ', '.join(f'{f} ({n}{more} times)' for f, n in forms.most_common(3))
@@ -416,13 +428,11 @@ enum ContextProbe {
                 docs = [d for d in ctx if isinstance(d, str)]
             else:
                 import json
-                docs = [json.dumps(ctx, indent=1)]
-            lowered = [d.lower() for d in docs]
-
+                docs = [json.dumps(ctx, indent=1)[:50_000_000]]
             def lines_with(needle, fold, most):
                 found = []
-                for d, low in zip(docs, lowered):
-                    hay = low if fold else d
+                for d in docs:
+                    hay = d.lower() if fold else d
                     i = hay.find(needle)
                     while i >= 0 and len(found) < most:
                         a = d.rfind('\n', 0, i) + 1

@@ -21,6 +21,10 @@ enum QuestionTerms {
         for word in question.split(whereSeparator: \.isWhitespace) {
             let core = word.trimmingCharacters(in: CharacterSet(charactersIn: "?!,;:()[]{}\"'`"))
             let text = core.hasSuffix(".") ? String(core.dropLast()) : core
+            // Format words and abbreviations (JSON, CSV, e.g, U.S) name no condition.
+            if formatWords.contains(text.uppercased()) || (text.contains(".") && text.filter(\.isLetter).count <= 2) {
+                continue
+            }
             let digits = text.filter(\.isNumber).count
             let special = text.contains { "/_-.=@#".contains($0) }
             let isNumber = digits == text.count
@@ -33,6 +37,11 @@ enum QuestionTerms {
         }
         return found
     }
+
+    private static let formatWords: Set<String> = [
+        "JSON", "JSONL", "CSV", "TSV", "XML", "YAML", "API", "URL", "HTTP", "HTTPS", "UTC", "SQL", "PDF", "README",
+        "ID", "IDS",
+    ]
 
     /// The terms no cell of `code` tests: neither the term nor its longest word appears in it (ignoring case).
     static func untested(_ terms: [String], in code: String) -> [String] {
@@ -52,18 +61,18 @@ enum QuestionTerms {
     /// test matched. Returns each term with the longer tokens seen (at most three).
     static func nearMisses(of terms: [String], in output: String) -> [(term: String, seen: [String])] {
         var result = [(term: String, seen: [String])]()
-        let lowered = output.lowercased()
         for term in terms where term.contains(where: \.isNumber) && term.contains(where: \.isLetter) {
-            let lower = term.lowercased()
             var seen = [String]()
-            var start = lowered.startIndex
-            while let range = lowered.range(of: lower, range: start..<lowered.endIndex) {
+            var start = output.startIndex
+            // Searched in the output itself, ignoring case: indices of a lowercased copy do not fit the original
+            // (lowercasing can change a string's length).
+            while let range = output.range(of: term, options: .caseInsensitive, range: start..<output.endIndex) {
                 var low = range.lowerBound
                 var high = range.upperBound
-                while low > lowered.startIndex, isIdentifier(lowered[lowered.index(before: low)]) {
-                    low = lowered.index(before: low)
+                while low > output.startIndex, isIdentifier(output[output.index(before: low)]) {
+                    low = output.index(before: low)
                 }
-                while high < lowered.endIndex, isIdentifier(lowered[high]) { high = lowered.index(after: high) }
+                while high < output.endIndex, isIdentifier(output[high]) { high = output.index(after: high) }
                 if low != range.lowerBound || high != range.upperBound {
                     let token = String(output[low..<high])
                     if !seen.contains(token) && seen.count < 3 { seen.append(token) }

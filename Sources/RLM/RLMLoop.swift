@@ -26,6 +26,9 @@ actor RLMLoop {
     /// The sandbox session keeps the handler it started with; this one forwards to the router of the question
     /// running now (a follow-up has its own tracker and sub-call numbering).
     private let handler = CurrentRouter()
+    /// A probe of the engine's own killed the sandbox (memory): the model's variables are gone, and its next
+    /// message says so.
+    private var probeLostState = false
     /// Tokens and cost this loop and everything it started spent.
     let meter = UsageMeter()
 
@@ -94,6 +97,7 @@ actor RLMLoop {
             // A stuck reply (the code just run, or neither code nor an answer) is, at a low temperature, what the
             // same prompt will bring again: ask the same again once, hotter, without keeping the stuck reply.
             if let hot = configuration.resampleTemperature, !wasResample, hot != configuration.temperature,
+                iteration < maxIterations,
                 (reply.finalAnswer == nil && reply.codeBlocks.isEmpty)
                     || (!reply.codeBlocks.isEmpty && reply.codeBlocks == previousCode)
             {
@@ -166,7 +170,7 @@ actor RLMLoop {
                 }
                 if result.error != nil { anyError = true }
             }
-            lastFoundNothing = ContextProbe.foundNothing(results)
+            lastFoundNothing = ContextProbe.foundNothing(results, code: reply.codeBlocks)
             if lastFoundNothing, configuration.showLinesWhenNothingFound, linesShown < 3, Prompts.hasData(summary),
                 let near = await nearLines(searchedBy: reply.codeBlocks)
             {
@@ -212,6 +216,10 @@ actor RLMLoop {
                     return .answered(answer)
                 }
             }
+            if probeLostState {
+                probeLostState = false
+                outputs.append("(the REPL was restarted: variables are gone, `context` is reloaded)")
+            }
             messages.append(
                 .user(
                     Prompts.afterCode(
@@ -222,7 +230,12 @@ actor RLMLoop {
         // Out of iterations: one last request, as a user message (a conversation ending in two assistant messages is
         // refused by some servers and misread by others).
         try await tracker.check()
-        messages.append(.user(Prompts.lastChance))
+        // Joined to the step's own user message when there is one: some chat templates refuse two in a row.
+        if let last = messages.last, last.role == .user, messages.count > 2, sent < messages.count {
+            messages[messages.count - 1].content += "\n\n" + Prompts.lastChance
+        } else {
+            messages.append(.user(Prompts.lastChance))
+        }
         let text = try await callModel(iteration: iteration, tracker: tracker)
         messages.append(.assistant(text))
         let parsed = ReplyParser.parse(text)
@@ -364,6 +377,7 @@ actor RLMLoop {
         if result.stateLost {
             await live.shutdown()
             session = nil
+            probeLostState = true
         }
         if let error = result.error {
             await events.emit(
@@ -379,8 +393,9 @@ actor RLMLoop {
         switch final {
         case .value(let value):
             // `FINAL(total_amount)` naming a REPL variable: a small model meant FINAL_VAR.
-            if configuration.refuseUnsupportedAnswers, value.wholeMatch(of: #/[A-Za-z_][A-Za-z0-9_]*/#) != nil,
-                let session, let variable = try? await session.variable(named: value)
+            if configuration.refuseUnsupportedAnswers, value != "context",
+                value.wholeMatch(of: #/[A-Za-z_][A-Za-z0-9_]*/#) != nil,
+                let session, let variable = try? await session.variable(named: value), variable.value.count <= 1000
             {
                 return variable.value
             }

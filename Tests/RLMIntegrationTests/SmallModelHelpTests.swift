@@ -102,6 +102,7 @@ struct SmallModelHelpTests {
         #expect(result.answer == "ok")
         let output = try #require(root.requests[1].last?.content)
         #expect(output.contains("[]"), "\(output)")
+        #expect(root.requests[0].last?.content.contains("JSON lines") == true, "the probe ran")
     }
 
     @Test func aSearchThatFindsNothingIsShownTheRealLines() async throws {
@@ -247,5 +248,43 @@ struct SmallModelHelpTests {
         let result = try await engine(root: root) { $0.refuseUnsupportedAnswers = true }
             .run(query: "q", context: .text(Self.log))
         #expect(result.answer == "42")
+    }
+
+    @Test func theNearProbeIgnoresNamesTheModelRebound() async throws {
+        let root = ScriptedModel(replies: [
+            "```repl\nprint = None\nlen = 3\njson = 5\nlist = dict\nisinstance = 0\n```",
+            "```repl\nimport builtins\nbuiltins.print(sum(1 for l in context.splitlines() if 'FATAL' in l))\n```",
+            "FINAL(0)",
+        ])
+        _ = try await engine(root: root) { $0.showLinesWhenNothingFound = true }
+            .run(query: "q", context: .text(Self.log))
+        let shown = try #require(root.requests[2].last?.content)
+        #expect(shown.contains("'FATAL' occurs nowhere, in any case"), "\(shown)")
+    }
+
+    @Test func aContextOfOneHugeLineIsDescribedQuickly() async throws {
+        let line = String(repeating: "a1b2c3", count: 40_000)
+        let root = ScriptedModel(replies: ["FINAL(x)"])
+        let started = ContinuousClock.now
+        _ = try await engine(root: root) { $0.describeContextFormat = true }
+            .run(query: "How many x-1 are there?", context: .text(line + "\n" + line))
+        #expect(ContinuousClock.now - started < .seconds(20), "the probe's regexes stay linear")
+        let prompt = try #require(root.requests.first?.last?.content)
+        #expect(prompt.contains("x-1: nowhere as written, in any case"), "\(prompt)")
+    }
+
+    @Test func aStuckReplyOnTheLastStepIsKeptSoRolesAlternate() async throws {
+        let same = "```repl\nprint(len(context))\n```"
+        let root = ScriptedModel(replies: [same, same, "FINAL(5)"])
+        let result = try await engine(root: root, budget: Budget(maxIterations: 2)) {
+            $0.temperature = 0.2
+            $0.resampleTemperature = 0.8
+        }
+        .run(query: "q", context: .text("abcde"))
+        #expect(result.answer == "5")
+        for request in root.requests {
+            for (a, b) in zip(request.dropFirst(), request.dropFirst(2)) { #expect(a.role != b.role) }
+        }
+        #expect(root.completionRequests.allSatisfy { $0.temperature == 0.2 }, "no hotter retry on the last step")
     }
 }

@@ -185,6 +185,13 @@ struct SmallModelHelpUnitTests {
         #expect(ContextProbe.foundNothing([CellResult(stdout: stdout)]) == empty)
     }
 
+    @Test func aSilentSetupCellFoundNothingOnlyIfItWasAskedToPrint() {
+        let silent = CellResult(stdout: "")
+        #expect(!ContextProbe.foundNothing([silent], code: ["rows = [l for l in context.splitlines()]"]))
+        #expect(
+            ContextProbe.foundNothing([silent], code: ["for l in context.splitlines():\n    if 'x' in l: print(l)"]))
+    }
+
     @Test func foundNothingReadsTheErrorsOfAnEmptySelection() {
         let index = CellResult(error: CellError(type: "IndexError", message: "list index out of range"))
         let empty = CellResult(error: CellError(type: "ValueError", message: "max() arg is an empty sequence"))
@@ -226,6 +233,27 @@ struct QuestionTermsTests {
         let code = #"hits = [l for l in context.splitlines() if "503" in l and r["payment"]["amount"] > 0]"#
         #expect(QuestionTerms.untested(terms, in: code) == ["/api/payments"])
         #expect(QuestionTerms.untested(terms, in: code + #" and "payments" in l"#) == [])
+    }
+
+    @Test func textThatLowercasesLongerDoesNotBreakTheNearMissSearch() {
+        // "İ" lowercases to two scalars: indices of a lowercased copy would run past the original.
+        let output = String(repeating: "İ", count: 50) + " svc-1x and SVC-1 İİ svc-12"
+        let misses = QuestionTerms.nearMisses(of: ["svc-1"], in: output)
+        #expect(misses.first?.seen == ["svc-1x", "svc-12"])
+    }
+
+    @Test func formatWordsAndAbbreviationsAreNoTerms() {
+        #expect(QuestionTerms.terms(of: "In the JSON and CSV files (e.g. the API log), how many U.S orders?") == [])
+    }
+
+    @Test func theHelpsAreOffInTheLibraryAndOnForSmallModels() {
+        var configuration = RLMConfiguration(rootModel: ScriptedModel(replies: []), sandbox: InMemorySandbox(results: []))
+        #expect(!configuration.describeContextFormat && !configuration.showLinesWhenNothingFound)
+        #expect(!configuration.refuseUnsupportedAnswers && !configuration.checkQuestionTerms)
+        #expect(configuration.resampleTemperature == nil)
+        configuration.tuneForSmallModels()
+        #expect(configuration.refuseUnsupportedAnswers && configuration.checkQuestionTerms)
+        #expect(configuration.resampleTemperature == 0.8)
     }
 
     @Test func nearMissesAreLongerNamesTheOutputHolds() {
