@@ -358,8 +358,10 @@ enum ContextProbe {
                     docs = ctx[:200]
                     lines = [l for d in docs for l in d[:20000].split('\n', 40)[1:40]]
                     if not try_fields(lines, 'Documents have', True):
-                        out.append(f'{len(ctx):,} documents; the first:')
+                        mark = len(out)
                         describe_text(ctx[0], 'context[0]', bool(labels[0]))
+                        if len(out) > mark:
+                            out.insert(mark, f'{len(ctx):,} documents; the first:')
             elif isinstance(ctx, list) and ctx and all(isinstance(r, dict) for r in ctx[:50]):
                 describe_records(ctx[:300], f'A list of {len(ctx):,} JSON objects', 'Access: for r in context: r["..."]')
             elif isinstance(ctx, dict):
@@ -377,8 +379,9 @@ enum ContextProbe {
                 ident = re.compile(r'[A-Za-z0-9_]')
                 forms_out = []
                 for term in terms[:8]:
-                    forms, seen, folded = collections.Counter(), 0, None
+                    forms, seen, folded, where = collections.Counter(), 0, None, []
                     for d in docs:
+                        label = d[4:d.find('\n')] if len(docs) > 1 and d.startswith('### ') else ''
                         i = d.find(term)
                         while i >= 0 and seen < 400:
                             j = i + len(term)
@@ -391,6 +394,13 @@ enum ContextProbe {
                                     b += 1
                                 forms[d[a:b].strip('.,;:()[]{}')] += 1
                                 seen += 1
+                                if len(where) < 8:
+                                    s0 = d.rfind('\n', 0, i) + 1
+                                    s1 = d.find('\n', i)
+                                    line = d[s0:s1 if s1 >= 0 else len(d)].strip()
+                                    if len(line) > 160:
+                                        line = line[max(0, i - s0 - 70):][:160]
+                                    where.append((label + ': ' if label else '') + line)
                             i = d.find(term, j)
                         if seen >= 400:
                             break
@@ -403,7 +413,10 @@ enum ContextProbe {
                                 break
                             if len(d) > 50_000_000:
                                 break
-                    if forms:
+                    if forms and seen <= 8:
+                        forms_out.append(f'  {term}: in {seen} line{"s" if seen > 1 else ""}, exactly:')
+                        forms_out.extend('    ' + w for w in where)
+                    elif forms:
                         more = '+' if seen >= 400 else ''
                         shown = ', '.join(f'{f} ({n}{more} times)' for f, n in forms.most_common(3))
                         forms_out.append(f'  {term}: as {shown}')

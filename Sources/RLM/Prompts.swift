@@ -254,6 +254,20 @@ enum Prompts {
             + "question must be in the code."
     }
 
+    /// The code names a near miss the output showed earlier.
+    static func usesNearMiss(_ misses: [(term: String, seen: String)]) -> String {
+        let list = misses.prefix(3).map { "`\($0.seen)`" }.joined(separator: ", ")
+        let asked = misses.first.map { "`\($0.term)`" } ?? ""
+        return "Careful: your code uses \(list), another name than the \(asked) the question asks about. Work on the "
+            + "lines that name \(asked) exactly."
+    }
+
+    /// A `FINAL` computed by code that worked on a near miss.
+    static func answerFromNearMiss(_ answer: String) -> String {
+        "Your code gave FINAL(\(answer.prefix(200))), but it worked on another name than the question's (see above), "
+            + "so that answer was not taken. Find the line about the exact name, then answer."
+    }
+
     /// The code now tests everything the question names.
     static func allTested(_ terms: [String]) -> String {
         let list = terms.prefix(4).map { "`\($0)`" }.joined(separator: ", ")

@@ -84,6 +84,18 @@ enum QuestionTerms {
         return result
     }
 
+    /// Whether `code` names `token` as a whole name (not as part of a longer one).
+    static func mentions(_ code: String, _ token: String) -> Bool {
+        var start = code.startIndex
+        while let range = code.range(of: token, range: start..<code.endIndex) {
+            let before = range.lowerBound > code.startIndex ? code[code.index(before: range.lowerBound)] : " "
+            let after = range.upperBound < code.endIndex ? code[range.upperBound] : " "
+            if !isIdentifier(before) && !isIdentifier(after) { return true }
+            start = range.upperBound
+        }
+        return false
+    }
+
     private static func isIdentifier(_ character: Character) -> Bool {
         character.isLetter || character.isNumber || character == "_" || character == "-"
     }

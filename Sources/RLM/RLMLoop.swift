@@ -49,10 +49,12 @@ actor RLMLoop {
             iteration: currentIteration, meter: meter)
         handler.use(router)
         try await ensureSession(router: router)
+        var formatText: String?
         if messages.isEmpty {
             let format =
                 configuration.describeContextFormat && Prompts.hasData(summary)
                 ? await describeFormat(terms: QuestionTerms.terms(of: query)) : nil
+            formatText = format
             messages = [
                 .system(
                     Prompts.system(
@@ -73,7 +75,7 @@ actor RLMLoop {
         var resampling = false
         var previousFailed = false
         // What this question's cells printed, to tell an answer the output supports from a guess.
-        var printed: [String] = [query]
+        var printed: [String] = [query] + (formatText.map { [$0] } ?? [])
         var refusedUnsupported = false
         var lastFoundNothing = false
         var linesShown = 0
@@ -81,6 +83,8 @@ actor RLMLoop {
         var codeSoFar = ""
         var termNotes = 0
         var warnedUntested = false
+        var nearMissesSeen = [(term: String, seen: String)]()
+        var answerFromNearMiss = false
         while iteration < maxIterations {
             iteration += 1
             iterationsUsed = iteration
@@ -149,6 +153,9 @@ actor RLMLoop {
             }
             repeats = 0
             previousCode = reply.codeBlocks
+            // Code that names a near miss seen earlier is answering about another name.
+            let stepCode = reply.codeBlocks.joined(separator: "\n")
+            let usedMisses = nearMissesSeen.filter { QuestionTerms.mentions(stepCode, $0.seen) }
             var outputs = [String]()
             var results = [CellResult]()
             var anyError = false
@@ -161,6 +168,18 @@ actor RLMLoop {
                         index: index, of: reply.codeBlocks.count, result: result,
                         limit: configuration.outputCharsPerCell))
                 if let final = result.finalAnswer {
+                    if configuration.refuseUnsupportedAnswers, answerFromNearMiss || !usedMisses.isEmpty,
+                        !refusedUnsupported,
+                        iteration < maxIterations
+                    {
+                        // Computed from a line about another name: say so once instead of ending the run.
+                        refusedUnsupported = true
+                        outputs.append(Prompts.answerFromNearMiss(final))
+                        await events.emit(
+                            .note, depth: depth, iteration: iteration,
+                            data: ["note": "answer computed from a near-miss name: asked again"])
+                        break
+                    }
                     await emitFinal(final, iteration: iteration)
                     return .answered(final)
                 }
@@ -185,10 +204,22 @@ actor RLMLoop {
             }
             previousFailed = anyError
             codeSoFar += reply.codeBlocks.joined(separator: "\n") + "\n"
+            if !usedMisses.isEmpty {
+                outputs.append(Prompts.usesNearMiss(usedMisses))
+                nearMissesSeen.removeAll { miss in usedMisses.contains { $0.seen == miss.seen } }
+                answerFromNearMiss = true
+            } else if !anyError {
+                answerFromNearMiss = false
+            }
             if !terms.isEmpty, !anyError, !lastFoundNothing {
                 let missing = QuestionTerms.untested(terms, in: codeSoFar)
                 let misses = QuestionTerms.nearMisses(
                     of: terms, in: results.map { $0.stdout }.joined(separator: "\n"))
+                for miss in misses {
+                    for token in miss.seen where !nearMissesSeen.contains(where: { $0.seen == token }) {
+                        nearMissesSeen.append((miss.term, token))
+                    }
+                }
                 if termNotes < 2, !missing.isEmpty || !misses.isEmpty {
                     termNotes += 1
                     warnedUntested = warnedUntested || !missing.isEmpty

@@ -287,4 +287,36 @@ struct SmallModelHelpTests {
         }
         #expect(root.completionRequests.allSatisfy { $0.temperature == 0.2 }, "no hotter retry on the last step")
     }
+
+    @Test func anAnswerComputedFromANearMissIsAskedAgainOnce() async throws {
+        let log = Self.log + "\nthe key of tenant acme-35 is k1\nthe key of tenant acme-350 is k2"
+        let root = ScriptedModel(replies: [
+            "```repl\nhits = [l for l in context.splitlines() if 'acme-35' in l]\nprint(hits)\n```",
+            "```repl\nFINAL([l for l in hits if 'acme-350' in l][0].split()[-1])\n```",
+            "```repl\nFINAL([l for l in hits if l.split()[-3] == 'acme-35'][0].split()[-1])\n```",
+        ])
+        let result = try await engine(root: root) {
+            $0.checkQuestionTerms = true
+            $0.refuseUnsupportedAnswers = true
+        }
+        .run(query: "What is the key of tenant acme-35?", context: .text(log))
+        #expect(result.answer == "k1")
+        #expect(root.requests[1].last?.content.contains("`acme-35` also matched `acme-350`") == true)
+        let second = try #require(root.requests[2].last?.content)
+        #expect(second.contains("your code uses `acme-350`, another name than the `acme-35`"), "\(second)")
+        #expect(second.contains("Your code gave FINAL(k2), but it worked on another name"))
+    }
+
+    @Test func rareTermsAreShownWithTheirLinesAndTheFileThatHoldsThem() async throws {
+        let root = ScriptedModel(replies: ["FINAL(x)"])
+        _ = try await engine(root: root) { $0.describeContextFormat = true }
+            .run(
+                query: "Which file defines `load_rules`?",
+                context: .documents([
+                    "### src/a.py\nfrom b import load_rules\n", "### src/b.py\ndef load_rules(path):\n",
+                ]))
+        let prompt = try #require(root.requests.first?.last?.content)
+        #expect(prompt.contains("load_rules: in 2 lines, exactly:"))
+        #expect(prompt.contains("src/b.py: def load_rules(path):"))
+    }
 }

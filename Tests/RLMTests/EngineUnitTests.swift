@@ -247,7 +247,8 @@ struct QuestionTermsTests {
     }
 
     @Test func theHelpsAreOffInTheLibraryAndOnForSmallModels() {
-        var configuration = RLMConfiguration(rootModel: ScriptedModel(replies: []), sandbox: InMemorySandbox(results: []))
+        var configuration = RLMConfiguration(
+            rootModel: ScriptedModel(replies: []), sandbox: InMemorySandbox(results: []))
         #expect(!configuration.describeContextFormat && !configuration.showLinesWhenNothingFound)
         #expect(!configuration.refuseUnsupportedAnswers && !configuration.checkQuestionTerms)
         #expect(configuration.resampleTemperature == nil)
