@@ -268,6 +268,13 @@ enum Prompts {
             + "so that answer was not taken. Find the line about the exact name, then answer."
     }
 
+    /// Conditions copied from the output that the question does not ask for.
+    static func copiedConditions(_ literals: [String]) -> String {
+        let list = literals.prefix(3).map { "`\($0)`" }.joined(separator: ", ")
+        return "Careful: your code now also tests \(list), copied from the output above; the question does not ask "
+            + "for it, so it changes the answer. Test only what the question names."
+    }
+
     /// The code now tests everything the question names.
     static func allTested(_ terms: [String]) -> String {
         let list = terms.prefix(4).map { "`\($0)`" }.joined(separator: ", ")

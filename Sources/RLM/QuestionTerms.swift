@@ -84,6 +84,23 @@ enum QuestionTerms {
         return result
     }
 
+    /// String literals of `code` that the previous step's code did not have, that its output printed, and that the
+    /// question does not name (no word of one is in the other): conditions copied from data the model happened to see.
+    static func copiedConditions(in code: String, previousCode: String, previousOutput: String, question: String)
+        -> [String]
+    {
+        guard !previousOutput.isEmpty else { return [] }
+        let asked = question.lowercased()
+        let askedWords = Set(asked.split { !($0.isLetter || $0.isNumber) }.map(String.init).filter { $0.count >= 4 })
+        return ContextProbe.searchLiterals(in: code).filter { literal in
+            guard !previousCode.contains(literal), previousOutput.contains(literal) else { return false }
+            let lower = literal.lowercased()
+            if asked.contains(lower) { return false }
+            let words = lower.split { !($0.isLetter || $0.isNumber) }.map(String.init)
+            return !words.contains { askedWords.contains($0) } && words.contains { $0.count >= 4 }
+        }
+    }
+
     /// Whether `code` names `token` as a whole name (not as part of a longer one).
     static func mentions(_ code: String, _ token: String) -> Bool {
         var start = code.startIndex

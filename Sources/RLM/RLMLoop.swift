@@ -84,6 +84,9 @@ actor RLMLoop {
         var termNotes = 0
         var warnedUntested = false
         var nearMissesSeen = [(term: String, seen: String)]()
+        var copiedWarned = false
+        var previousStepCode = ""
+        var previousStepOutput = ""
         var answerFromNearMiss = false
         while iteration < maxIterations {
             iteration += 1
@@ -211,6 +214,18 @@ actor RLMLoop {
             } else if !anyError {
                 answerFromNearMiss = false
             }
+            // A condition copied from the previous output that the question never names: a small model narrows a
+            // right answer away one copied message at a time.
+            if configuration.checkQuestionTerms, !copiedWarned, !anyError {
+                let copied = QuestionTerms.copiedConditions(
+                    in: stepCode, previousCode: previousStepCode, previousOutput: previousStepOutput, question: query)
+                if !copied.isEmpty {
+                    copiedWarned = true
+                    outputs.append(Prompts.copiedConditions(copied))
+                }
+            }
+            previousStepCode = stepCode
+            previousStepOutput = results.map(\.stdout).joined(separator: "\n")
             if !terms.isEmpty, !anyError, !lastFoundNothing {
                 let missing = QuestionTerms.untested(terms, in: codeSoFar)
                 let misses = QuestionTerms.nearMisses(

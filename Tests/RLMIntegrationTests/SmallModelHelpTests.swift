@@ -319,4 +319,15 @@ struct SmallModelHelpTests {
         #expect(prompt.contains("load_rules: in 2 lines, exactly:"))
         #expect(prompt.contains("src/b.py: def load_rules(path):"))
     }
+
+    @Test func aConditionCopiedFromTheOutputIsPointedOut() async throws {
+        let root = ScriptedModel(replies: [
+            "```repl\nhits = [l for l in context.splitlines() if 'status=503' in l]\nprint(len(hits), hits[:1])\n```",
+            "```repl\nprint(len([l for l in hits if 'status=503' in l and 'method=POST' in l]))\n```", "FINAL(300)",
+        ])
+        _ = try await engine(root: root) { $0.checkQuestionTerms = true }
+            .run(query: "How many requests returned 503?", context: .text(Self.log))
+        let shown = try #require(root.requests[2].last?.content)
+        #expect(shown.contains("your code now also tests `method=POST`, copied from the output above"), "\(shown)")
+    }
 }

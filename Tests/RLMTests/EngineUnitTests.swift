@@ -257,6 +257,22 @@ struct QuestionTermsTests {
         #expect(configuration.resampleTemperature == 0.8)
     }
 
+    @Test func conditionsCopiedFromTheOutputAreThoseTheQuestionNeverNames() {
+        let previous = #"hits = [l for l in lines if "status=503" in l and "/api/pay" in l]"#
+        let output = #"['... path=/api/pay status=503 msg="circuit breaker open"']"#
+        let next =
+            #"hits = [l for l in lines if "status=503" in l and "/api/pay" in l and "circuit breaker open" in l]"#
+        let question = "How many requests to /api/pay returned 503?"
+        #expect(
+            QuestionTerms.copiedConditions(in: next, previousCode: previous, previousOutput: output, question: question)
+                == ["circuit breaker open"])
+        let asked = #"hits = [l for l in lines if "status=503" in l and "/api/pay" in l and "breaker" in l]"#
+        #expect(
+            QuestionTerms.copiedConditions(
+                in: asked, previousCode: previous, previousOutput: output, question: "How many breaker errors?"
+            ).isEmpty)
+    }
+
     @Test func nearMissesAreLongerNamesTheOutputHolds() {
         let output = """
             the access token for tenant initech-3530 is tk_1
