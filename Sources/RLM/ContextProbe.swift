@@ -81,6 +81,18 @@ enum ContextProbe {
         text.contains("'") && !text.contains("\"") ? "\"\(text)\"" : "'\(text)'"
     }
 
+    /// A literal with capitals searched in text the code lowercased (or the reverse), which can never match:
+    /// `"Redis" in doc.lower()`. Returns the literal and the case it needs.
+    static func caseMismatch(in code: String) -> (literal: String, fixed: String)? {
+        let lowers = code.contains(".lower()") || code.contains(".casefold()")
+        let uppers = code.contains(".upper()")
+        for literal in searchLiterals(in: code, limit: 12) where literal.contains(where: \.isLetter) {
+            if lowers, literal != literal.lowercased() { return (literal, literal.lowercased()) }
+            if uppers, !lowers, literal != literal.uppercased() { return (literal, literal.uppercased()) }
+        }
+        return nil
+    }
+
     /// Single- or double-quoted one-line Python string literals (prefixes such as `f` or `r` allowed).
     nonisolated(unsafe) private static let literal =
         #/(?:\b[rRfFbBuU]{0,2})?(?:"((?:[^"\\\n]|\\.)*)"|'((?:[^'\\\n]|\\.)*)')/#

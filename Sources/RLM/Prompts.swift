@@ -268,6 +268,12 @@ enum Prompts {
             + "so that answer was not taken. Find the line about the exact name, then answer."
     }
 
+    /// A literal in one case searched in text turned to the other.
+    static func caseMismatch(_ mismatch: (literal: String, fixed: String)) -> String {
+        "Your code looks for \"\(mismatch.literal.prefix(60))\" in text it changed the case of, so it can never match: "
+            + "write \"\(mismatch.fixed.prefix(60))\" instead."
+    }
+
     /// Conditions copied from the output that the question does not ask for.
     static func copiedConditions(_ literals: [String]) -> String {
         let list = literals.prefix(3).map { "`\($0)`" }.joined(separator: ", ")

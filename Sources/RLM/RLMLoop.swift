@@ -205,6 +205,11 @@ actor RLMLoop {
                             searched: ContextProbe.searchLiterals(in: reply.codeBlocks.joined(separator: "\n")),
                             near: near, question: query)))
             }
+            if lastFoundNothing, configuration.showLinesWhenNothingFound,
+                let mismatch = ContextProbe.caseMismatch(in: stepCode)
+            {
+                outputs.append(Prompts.caseMismatch(mismatch))
+            }
             previousFailed = anyError
             codeSoFar += reply.codeBlocks.joined(separator: "\n") + "\n"
             if !usedMisses.isEmpty {

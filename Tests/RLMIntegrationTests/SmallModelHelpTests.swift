@@ -330,4 +330,14 @@ struct SmallModelHelpTests {
         let shown = try #require(root.requests[2].last?.content)
         #expect(shown.contains("your code now also tests `method=POST`, copied from the output above"), "\(shown)")
     }
+
+    @Test func aCaseMismatchThatFoundNothingIsNamed() async throws {
+        let root = ScriptedModel(replies: [
+            "```repl\nprint(sum(1 for l in context.splitlines() if 'Cart' in l.lower()))\n```", "FINAL(0)",
+        ])
+        _ = try await engine(root: root) { $0.showLinesWhenNothingFound = true }
+            .run(query: "q", context: .text(Self.log))
+        let shown = try #require(root.requests[1].last?.content)
+        #expect(shown.contains("Your code looks for \"Cart\" in text it changed the case of"), "\(shown)")
+    }
 }

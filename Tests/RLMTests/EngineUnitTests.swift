@@ -273,6 +273,14 @@ struct QuestionTermsTests {
             ).isEmpty)
     }
 
+    @Test func aCapitalizedLiteralSearchedInLowercasedTextIsACaseMismatch() {
+        let mismatch = ContextProbe.caseMismatch(in: #"n = sum(1 for d in context if "Redis" in d.lower())"#)
+        #expect(mismatch?.literal == "Redis" && mismatch?.fixed == "redis")
+        #expect(ContextProbe.caseMismatch(in: #"n = sum(1 for d in context if "redis" in d.lower())"#) == nil)
+        #expect(ContextProbe.caseMismatch(in: #"n = sum(1 for d in context if "ERROR" in d)"#) == nil)
+        #expect(ContextProbe.caseMismatch(in: #"n = [d for d in context if "error" in d.upper()]"#)?.fixed == "ERROR")
+    }
+
     @Test func nearMissesAreLongerNamesTheOutputHolds() {
         let output = """
             the access token for tenant initech-3530 is tk_1
