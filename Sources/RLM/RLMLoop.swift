@@ -202,7 +202,7 @@ actor RLMLoop {
                     Prompts.foundNothing(
                         near: near,
                         wording: ContextProbe.questionWording(
-                            searched: ContextProbe.searchLiterals(in: reply.codeBlocks.joined(separator: "\n")),
+                            searched: ContextProbe.searchLiterals(in: stepCode),
                             near: near, question: query)))
             }
             if lastFoundNothing, configuration.showLinesWhenNothingFound,
@@ -211,7 +211,7 @@ actor RLMLoop {
                 outputs.append(Prompts.caseMismatch(mismatch))
             }
             previousFailed = anyError
-            codeSoFar += reply.codeBlocks.joined(separator: "\n") + "\n"
+            codeSoFar += stepCode + "\n"
             if !usedMisses.isEmpty {
                 outputs.append(Prompts.usesNearMiss(usedMisses))
                 nearMissesSeen.removeAll { miss in usedMisses.contains { $0.seen == miss.seen } }
@@ -246,7 +246,7 @@ actor RLMLoop {
                     if !missing.isEmpty { outputs.append(Prompts.untested(missing)) }
                     if !misses.isEmpty { outputs.append(Prompts.nearMisses(misses)) }
                 } else if warnedUntested, misses.isEmpty,
-                    QuestionTerms.untested(terms, in: reply.codeBlocks.joined(separator: "\n")).isEmpty
+                    QuestionTerms.untested(terms, in: stepCode).isEmpty
                 {
                     // The step after the warning tests everything: say so, or a small model keeps adding conditions.
                     warnedUntested = false
