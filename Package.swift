@@ -37,6 +37,8 @@ let package = Package(
         .package(url: "https://github.com/vapor/sqlite-nio", from: "1.13.2"),
         .package(url: "https://github.com/vapor/multipart-kit", from: "4.7.1"),
         .package(url: "https://github.com/modelcontextprotocol/swift-sdk", from: "0.12.1"),
+        // The wasm sandbox backend (issue 14): a pure-Swift WebAssembly engine with WASI, fuel and memory limits.
+        .package(url: "https://github.com/swiftwasm/WasmKit", from: "0.4.2"),
     ],
     targets: [
         // MARK: Ground
@@ -57,6 +59,19 @@ let package = Package(
             name: "RLMSandbox",
             dependencies: ["RLM", "CRLMSystem", .product(name: "Logging", package: "swift-log")],
             resources: [.embedInCode("Worker/rlm_worker.py")],
+            swiftSettings: swiftSettings
+        ),
+        // The wasm backend: CPython for WASI run in-process by WasmKit, the same worker and channel as the process
+        // backend (it uses RLMSandbox's worker session; nothing in RLMSandbox knows it).
+        .target(
+            name: "RLMWasm",
+            dependencies: [
+                "RLM", "RLMSandbox",
+                .product(name: "WasmKit", package: "WasmKit"),
+                .product(name: "WasmKitWASI", package: "WasmKit"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             swiftSettings: swiftSettings
         ),
         // LLM clients over AsyncHTTPClient: OpenAI-compatible chat completions and Anthropic Messages; prices.
@@ -102,7 +117,7 @@ let package = Package(
         .target(
             name: "RLMRuntime",
             dependencies: [
-                "RLM", "RLMSandbox", "RLMProviders", "RLMLocal", "RLMTrajectory", "CRLMSystem",
+                "RLM", "RLMSandbox", "RLMWasm", "RLMProviders", "RLMLocal", "RLMTrajectory", "CRLMSystem",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -166,8 +181,8 @@ let package = Package(
         .executableTarget(
             name: "rlm",
             dependencies: [
-                "RLM", "RLMRuntime", "RLMSandbox", "RLMLocal", "RLMTasks", "RLMTrajectory", "RLMStore", "RLMService",
-                "RLMServer", "RLMMCP",
+                "RLM", "RLMRuntime", "RLMSandbox", "RLMWasm", "RLMLocal", "RLMTasks", "RLMTrajectory", "RLMStore",
+                "RLMService", "RLMServer", "RLMMCP",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -217,6 +232,12 @@ let package = Package(
         .testTarget(name: "RLMTests", dependencies: ["RLM", "RLMTesting"], swiftSettings: swiftSettings),
         .testTarget(
             name: "RLMSandboxTests", dependencies: ["RLMSandbox", "RLM", "RLMTesting"], swiftSettings: swiftSettings),
+        // One conformance suite (state, capture, errors, timeouts, limits, contexts, sub-calls) run against every
+        // backend present: process, container, command and wasm.
+        .testTarget(
+            name: "SandboxConformanceTests",
+            dependencies: ["RLMSandbox", "RLMWasm", "RLM", "RLMTesting"],
+            swiftSettings: swiftSettings),
         .testTarget(
             name: "RLMProvidersTests",
             dependencies: ["RLMProviders", "RLMTesting", "RLM"],

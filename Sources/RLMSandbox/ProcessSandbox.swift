@@ -25,8 +25,63 @@ public struct ProcessSandbox: Sandbox {
 
     public func startSession(handler: (any SubcallHandler)?) async throws -> any SandboxSession {
         let plan = try LaunchPlan(configuration: configuration)
-        return try await BubblewrapSession.start(
-            plan: plan, configuration: configuration, handler: handler, logger: logger)
+        let configuration = configuration
+        // The per-process cap comes first: a session beyond it must not even spawn a helper.
+        let lease = SessionLease(
+            slot: try await SessionSlots.shared.acquire(
+                limit: configuration.maxLiveSessionsPerProcess, wait: configuration.sessionSlotWait))
+        // From here on every way out gives the lease back: the host's release on the normal paths, its deinit else.
+        // Both run a helper process the first time (then they are cached): keep that off the cooperative pool.
+        let bwrapPath = plan.bubblewrapPath
+        let features = await offPool { BubblewrapFeatures.probe(bwrapPath) }
+        var payload = configuration.workerSourceOverride ?? Data()
+        if configuration.workerSourceOverride == nil {
+            payload = await offPool {
+                WorkerSource.payload(
+                    python: configuration.pythonPath, cacheDirectory: configuration.workerCacheDirectory)
+            }
+        }
+        let cgroups: SandboxCgroups? =
+            configuration.cgroups && geteuid() == 0
+            ? await offPool {
+                let parents = lease.holdHostCgroups(
+                    memoryLimitBytes: configuration.totalMemoryLimitBytes,
+                    maxProcesses: configuration.totalMaxProcesses)
+                return SandboxCgroups.create(
+                    name: "\(HostCgroups.parentName)-\(UInt32.random(in: 0...UInt32.max))",
+                    // The tmpfs work dir is charged to the group too; leave room for it and for bwrap itself.
+                    memoryLimitBytes: configuration.memoryLimitBytes + configuration.workDirBytes + (64 << 20),
+                    maxProcesses: configuration.maxProcesses, parents: parents)
+            }
+            : nil
+        let argv = plan.arguments(configuration: configuration, cgroups: cgroups, bubblewrapFeatures: features)
+        let process: ChildProcess
+        do {
+            process = try await ChildProcess.spawn(
+                path: plan.launcherPath, arguments: argv, environment: [], dataPipe: true)
+        } catch {
+            await offPool { cgroups?.remove() }
+            lease.release()
+            throw error
+        }
+        let host = ProcessWorkerHost(
+            process: process,
+            kill: { cgroups?.killAll() },
+            cleanup: {
+                await offPool {
+                    cgroups?.killAll()
+                    cgroups?.remove()
+                }
+                lease.release()
+            },
+            memoryExceeded: { (cgroups?.oomKills() ?? 0) > 0 },
+            cgroupDirectories: cgroups?.directories ?? [])
+        return try await WorkerSession.start(
+            host: host, configuration: configuration, payload: payload, workDir: LaunchPlan.workDir,
+            info: SessionInfo(
+                pythonVersion: "", landlock: configuration.landlock ? "pending" : "disabled",
+                cgroups: cgroups != nil, hostUID: plan.runningAsRoot ? configuration.sandboxUID : getuid()),
+            handler: handler, logger: logger)
     }
 }
 

@@ -15,9 +15,12 @@ enum HostMessage {
         let landlock: Bool
         /// The most bytes an `rlm_query` context may stream out (the worker raises `ValueError` beyond it).
         let maxChildContext: Int
+        /// `pipe`: context bytes use the data pipes on fds 3 and 4; `inline`: they follow their frame on the channel
+        /// (backends whose worker has stdio only: container, command, wasm).
+        let data: String
 
         enum CodingKeys: String, CodingKey {
-            case type, id, landlock
+            case type, id, landlock, data
             case outputLimit = "output_limit"
             case maxFrame = "max_frame"
             case maxBatch = "max_batch"

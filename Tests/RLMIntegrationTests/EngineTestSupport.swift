@@ -53,7 +53,7 @@ struct TrackingSandbox: Sandbox {
 
     func startSession(handler: (any SubcallHandler)?) async throws -> any SandboxSession {
         let session = try await inner.startSession(handler: handler)
-        if let bubblewrap = session as? BubblewrapSession { log.record(bubblewrap.processesForTesting) }
+        if let bubblewrap = session as? WorkerSession { log.record(bubblewrap.processesForTesting) }
         return session
     }
 }

@@ -102,7 +102,7 @@ extension SandboxTests {
         /// One session through its fate; returns what to look for afterwards.
         static func churn(_ sandbox: ProcessSandbox, fate: Fate) async throws -> (pid: pid_t, cgroups: [String]) {
             let session = try await sandbox.startSession(handler: nil)
-            let probe = try #require(session as? BubblewrapSession).processesForTesting
+            let probe = try #require(session as? WorkerSession).processesForTesting
             switch fate {
             case .killedMidCell:
                 async let cell = try? session.run("import time\ntime.sleep(30)")

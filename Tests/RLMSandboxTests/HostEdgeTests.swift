@@ -74,7 +74,7 @@ extension SandboxTests {
             let sandbox = ProcessSandbox(configuration: configuration)
             try await sandbox.withSession { first in
                 try await sandbox.withSession { second in
-                    let probes = try [first, second].map { try #require($0 as? BubblewrapSession).processesForTesting }
+                    let probes = try [first, second].map { try #require($0 as? WorkerSession).processesForTesting }
                     let parents = HostCgroups.parentsForTesting
                     #expect(Set(parents.keys) == ["memory", "pids"])
                     for probe in probes {
@@ -340,7 +340,7 @@ extension SandboxTests {
                 return .batch([])
             }
             let session = try await ProcessSandbox(configuration: testConfiguration()).startSession(handler: handler)
-            let probe = try #require(session as? BubblewrapSession).processesForTesting
+            let probe = try #require(session as? WorkerSession).processesForTesting
             do {
                 let result = try await session.run(
                     "llm_query_batched.__globals__['_MAX_BATCH'][0] = 10 ** 6\nllm_query_batched(['p'] * 5000)")
@@ -388,7 +388,7 @@ extension SandboxTests {
         /// 20,000 sub-calls in one cell: what the session keeps per sub-call (tasks in flight, remembered ids) is
         /// sampled mid-cell and stays bounded, instead of growing by one task per call until the cell ends.
         @Test func subcallTasksAreReleasedAsTheyFinish() async throws {
-            let session = EdgeBox<BubblewrapSession?>(nil)
+            let session = EdgeBox<WorkerSession?>(nil)
             let samples = EdgeBox([Int]())
             let count = EdgeBox(0)
             let handler = ClosureSubcallHandler { _ in
@@ -405,14 +405,14 @@ extension SandboxTests {
             let configuration = testConfiguration(timeout: .seconds(120))
             let rssBefore = Edge.residentBytes()
             try await withTestSession(configuration, handler: handler) { (started: any SandboxSession) async throws in
-                session.update { $0 = started as? BubblewrapSession }
+                session.update { $0 = started as? WorkerSession }
                 let clock = ContinuousClock()
                 let start = clock.now
                 let result = try await started.run(
                     "n = 0\nfor i in range(20000):\n    n += llm_query('q') == 'ok'\nprint(n)")
                 #expect(result.stdout == "20000\n", "\(result)")
                 print("20,000 sub-calls in \(clock.now - start)")
-                let after = try #require(started as? BubblewrapSession)
+                let after = try #require(started as? WorkerSession)
                 #expect(await after.subcallBookkeepingForTesting == 0)
             }
             session.update { $0 = nil }

@@ -84,7 +84,7 @@ extension SandboxTests {
                 return .text("late")
             }
             let session = try await ProcessSandbox(configuration: configuration).startSession(handler: handler)
-            let probe = try #require(session as? BubblewrapSession).processesForTesting
+            let probe = try #require(session as? WorkerSession).processesForTesting
             let clock = ContinuousClock()
             let start = clock.now
             do {
@@ -196,7 +196,7 @@ extension SandboxTests {
             let configuration = testConfiguration(timeout: .seconds(10))
             let started = Date()
             let session = try await ProcessSandbox(configuration: configuration).startSession(handler: handler)
-            let probe = try #require(session as? BubblewrapSession).processesForTesting
+            let probe = try #require(session as? WorkerSession).processesForTesting
             _ = try await session.run("kept = 'state'")
             let clock = ContinuousClock()
             let start = clock.now

@@ -209,7 +209,7 @@ extension SandboxTests {
         @Test func loopThatSwallowsInterruptsIsKilled() async throws {
             let configuration = testConfiguration()
             let session = try await ProcessSandbox(configuration: configuration).startSession(handler: nil)
-            let probe = try #require(session as? BubblewrapSession).processesForTesting
+            let probe = try #require(session as? WorkerSession).processesForTesting
             let result = try await session.run(
                 """
                 import signal
@@ -352,7 +352,7 @@ extension SandboxTests {
 
         @Test func cancellationKillsTheSandbox() async throws {
             let session = try await ProcessSandbox(configuration: testConfiguration()).startSession(handler: nil)
-            let probe = try #require(session as? BubblewrapSession).processesForTesting
+            let probe = try #require(session as? WorkerSession).processesForTesting
             let task = Task {
                 try await session.run("import time\ntime.sleep(60)", timeout: .seconds(60))
             }

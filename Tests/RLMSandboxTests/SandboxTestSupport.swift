@@ -32,7 +32,7 @@ func withTestSession<T: Sendable>(
 ) async throws -> T {
     let started = Date()
     let session = try await ProcessSandbox(configuration: configuration).startSession(handler: handler)
-    let probe = try #require(session as? BubblewrapSession).processesForTesting
+    let probe = try #require(session as? WorkerSession).processesForTesting
     do {
         let value = try await body(session)
         await session.shutdown()

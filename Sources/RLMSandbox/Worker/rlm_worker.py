@@ -68,6 +68,7 @@ _CTX_BOUND = {}        # context name -> the object bound, to undo a cell shrink
 _DATA_FD = [-1]        # the context data pipe (fd 3 at start, moved to a close-on-exec fd), or -1
 _DATA_OUT = [-1]       # the data pipe out, for rlm_query contexts (fd 4 at start), or -1
 _DATA_OUT_LOCK = _thread.allocate_lock()
+_INLINE = [False]      # no data pipes (container, command, wasm): context bytes follow their frame on the channel
 _MAX_CHILD = [0]       # the most bytes an rlm_query context may have (from init)
 _SOURCES = {}          # cell filename -> source, for tracebacks
 _WORK_DIR = ['.']
@@ -209,14 +210,14 @@ def _write_all(data):
         mv = mv[n:]
 
 
-def _write_records(data):
+def _write_records(data, fd):
     mv = memoryview(data)
     step = 1 << 20
     for i in range(0, len(mv), step):
         part = mv[i:i + step]
-        _write_fd(_DATA_OUT[0], len(part).to_bytes(4, 'big'))
-        _write_fd(_DATA_OUT[0], part)
-    _write_fd(_DATA_OUT[0], b'\0\0\0\0')
+        _write_fd(fd, len(part).to_bytes(4, 'big'))
+        _write_fd(fd, part)
+    _write_fd(fd, b'\0\0\0\0')
 
 
 def _write_fd(fd, data):
@@ -242,8 +243,11 @@ def _send_bytes(payload, for_subcall=False, then=None):
             if for_subcall and not _CELL_OPEN[0]:
                 return False
             _write_all(len(payload).to_bytes(4, 'big') + payload)
-        if then is not None:
-            _write_records(then)
+            if then is not None and _INLINE[0]:
+                # No data pipe: the records follow their frame on the channel itself, before any other frame.
+                _write_records(then, _CHAN_OUT)
+        if then is not None and not _INLINE[0]:
+            _write_records(then, _DATA_OUT[0])
         return True
     finally:
         if main:
@@ -568,7 +572,7 @@ def rlm_query(prompt, context=None, model=None):
     if len(data) > _MAX_CHILD[0]:
         raise ValueError(f'rlm_query: the context is {len(data):,} bytes, more than the {_MAX_CHILD[0]:,} a child '
                          f'context may have here; pass a smaller piece')
-    if _DATA_OUT[0] < 0:
+    if _DATA_OUT[0] < 0 and not _INLINE[0]:
         raise RuntimeError('rlm_query: this sandbox cannot hand a context to a child')
     return _subcall('rlm_query', {'prompt': str(prompt), 'model': model,
                                   'context_stream': {'kind': kind, 'bytes': len(data)}}, data)
@@ -655,20 +659,28 @@ class _DataReader:
     file) after a small header per file. Small reads come from a buffer; chunks are read straight into their own
     bytearray."""
 
-    def __init__(self, fd):
+    def __init__(self, fd, prefix=b''):
         self.fd = fd
         self.spare = bytearray(1 << 20)
-        self.buf = bytearray(65536)
+        # `prefix`: bytes already read from `fd` by the frame reader (inline data follows its frame on the channel).
+        self.buf = bytearray(max(65536, len(prefix)))
+        self.buf[:len(prefix)] = prefix
         self.start = 0
-        self.end = 0
+        self.end = len(prefix)
+
+    def leftover(self):
+        """Bytes read past the context's records (the next frames, when the data came inline on the channel)."""
+        return bytes(self.buf[self.start:self.end])
 
     def _fill(self):
         if self.start == self.end:
             self.start = self.end = 0
-        elif self.start > 32768:
+        elif self.start > 32768 or self.end == len(self.buf):
             n = self.end - self.start
             self.buf[:n] = self.buf[self.start:self.end]
             self.start, self.end = 0, n
+        if self.end == len(self.buf):
+            self.buf.extend(bytes(len(self.buf)))
         n = os.readv(self.fd, [memoryview(self.buf)[self.end:]])
         if not n:
             raise _ProtocolError('the context data pipe ended in the middle of a context')
@@ -1029,9 +1041,25 @@ def _on_context(m):
         raise _ProtocolError('context: encoding (str) and errors ("strict" or "replace") are required')
     if type(sample) is not int or type(heads) is not int or sample < 0 or heads < 0:
         raise _ProtocolError('context: sample and heads (non-negative int) are required')
+    inline = m.get('_inline')
+    if inline is not None:
+        frames, gate = inline
+        reader = _DataReader(_CHAN_IN, frames.buf)
+        try:
+            _build_context(m, reader, name, kind, count, encoding, errors, sample, heads, count_lines)
+        finally:
+            # The frame reader resumes with whatever was read past the records, then the reader thread goes on.
+            frames.buf = bytearray(reader.leftover())
+            if gate is not None:
+                gate.release()
+        return
     if _DATA_FD[0] < 0:
         raise _ProtocolError('context: this worker has no data pipe')
-    reader = _DataReader(_DATA_FD[0])
+    _build_context(m, _DataReader(_DATA_FD[0]), name, kind, count, encoding, errors, sample, heads, count_lines)
+
+
+def _build_context(m, reader, name, kind, count, encoding, errors, sample, heads, count_lines):
+    rid = m['id']
     error = None
     if encoding != 'auto':
         try:
@@ -1331,6 +1359,14 @@ def _reader_loop(reader):
             _exit(0)
         elif t == 'init':
             raise _ProtocolError('init sent twice')
+        elif t == 'context' and _INLINE[0]:
+            # The context's bytes follow this frame on the channel: the main thread reads them through this reader's
+            # buffer, and this thread waits until it has (nothing else may be read from the channel meanwhile).
+            gate = _thread.allocate_lock()
+            gate.acquire()
+            m['_inline'] = (reader, gate)
+            _QUEUE.put(m)
+            gate.acquire()
         else:
             if t == 'exec':
                 _EXECS_QUEUED[0] += 1
@@ -1491,6 +1527,12 @@ def _read_init(reader):
         raise _ProtocolError('init: work_dir (str) is required')
     if type(ll) is not bool:
         raise _ProtocolError('init: landlock (bool) is required')
+    data = m.get('data', 'pipe')
+    if data not in ('pipe', 'inline'):
+        raise _ProtocolError('init: data must be "pipe" or "inline"')
+    if data == 'pipe' and _DATA_FD[0] < 0:
+        raise _ProtocolError('init: the host announced data pipes, but fd 3 is not one')
+    _INLINE[0] = data == 'inline'
     mc = m.get('max_child_context', 0)
     if type(mc) is not int or mc < 0:
         raise _ProtocolError('init: max_child_context must be a non-negative int')

@@ -5,14 +5,14 @@ import Logging
 import RLM
 import Synchronization
 
-/// One running bubblewrap sandbox with its worker.
-actor BubblewrapSession: SandboxSession {
-    private let process: ChildProcess
+/// One running worker, whatever holds it (``WorkerHost``): the channel, the exchange of frames, sub-calls, timeouts
+/// and everything the host checks of what the worker sends. Every backend's sessions are this actor.
+actor WorkerSession: SandboxSession {
+    private let host: any WorkerHost
     private let channel: FrameChannel
-    private let cgroups: SandboxCgroups?
-    /// This session's share of the process-wide limits, given back once its processes and cgroups are gone.
-    private let lease: SessionLease
     private let configuration: ProcessSandbox.Configuration
+    private let payload: Data
+    private let workDir: String
     private let handler: (any SubcallHandler)?
     private let logger: Logger
     private var sessionInfo: SessionInfo
@@ -32,67 +32,37 @@ actor BubblewrapSession: SandboxSession {
     private var requestSent = false
 
     private init(
-        process: ChildProcess, channel: FrameChannel, cgroups: SandboxCgroups?, lease: SessionLease,
-        configuration: ProcessSandbox.Configuration, handler: (any SubcallHandler)?, logger: Logger, info: SessionInfo
+        host: any WorkerHost, configuration: ProcessSandbox.Configuration, payload: Data, workDir: String,
+        handler: (any SubcallHandler)?, logger: Logger, info: SessionInfo
     ) {
-        self.process = process
-        self.channel = channel
-        self.cgroups = cgroups
-        self.lease = lease
+        self.host = host
+        self.channel = FrameChannel(
+            readFD: host.channelReadFD, writeFD: host.channelWriteFD, maxFrameBytes: configuration.maxFrameBytes)
         self.configuration = configuration
+        self.payload = payload
+        self.workDir = workDir
         self.handler = handler
         self.logger = logger
         self.sessionInfo = info
     }
 
-    static func start(
-        plan: LaunchPlan, configuration: ProcessSandbox.Configuration, handler: (any SubcallHandler)?, logger: Logger
-    ) async throws -> BubblewrapSession {
+    /// Talks to a worker that has just been started: sends it its source and `init`, and waits for `ready`. On any
+    /// failure the host is killed and released.
+    /// - Parameters:
+    ///   - host: the started worker.
+    ///   - configuration: the limits (output, frames, timeouts, memory) the session enforces.
+    ///   - payload: frame 0, the worker's code (``WorkerSource/payload(python:cacheDirectory:)`` for the host's own
+    ///     interpreter, ``WorkerSource/data`` for any other).
+    ///   - workDir: the worker's private writable directory, inside its sandbox.
+    ///   - info: what the session reports about itself (the Python version and Landlock are filled in from `ready`).
+    package static func start(
+        host: any WorkerHost, configuration: ProcessSandbox.Configuration, payload: Data, workDir: String,
+        info: SessionInfo, handler: (any SubcallHandler)?, logger: Logger
+    ) async throws -> WorkerSession {
         _ = ignoreSIGPIPE
-        // The per-process cap comes first: a session beyond it must not even spawn a helper.
-        let lease = SessionLease(
-            slot: try await SessionSlots.shared.acquire(
-                limit: configuration.maxLiveSessionsPerProcess, wait: configuration.sessionSlotWait))
-        // From here on every way out gives the lease back: terminate() on the normal paths, the lease's deinit else.
-        // Both run a helper process the first time (then they are cached): keep that off the cooperative pool.
-        let bwrapPath = plan.bubblewrapPath
-        let features = await offPool { BubblewrapFeatures.probe(bwrapPath) }
-        if configuration.workerSourceOverride == nil {
-            let python = configuration.pythonPath
-            let cacheDirectory = configuration.workerCacheDirectory
-            _ = await offPool { WorkerSource.payload(python: python, cacheDirectory: cacheDirectory) }
-        }
-        let cgroups: SandboxCgroups? =
-            configuration.cgroups && geteuid() == 0
-            ? await offPool {
-                let parents = lease.holdHostCgroups(
-                    memoryLimitBytes: configuration.totalMemoryLimitBytes,
-                    maxProcesses: configuration.totalMaxProcesses)
-                return SandboxCgroups.create(
-                    name: "\(HostCgroups.parentName)-\(UInt32.random(in: 0...UInt32.max))",
-                    // The tmpfs work dir is charged to the group too; leave room for it and for bwrap itself.
-                    memoryLimitBytes: configuration.memoryLimitBytes + configuration.workDirBytes + (64 << 20),
-                    maxProcesses: configuration.maxProcesses, parents: parents)
-            }
-            : nil
-        let argv = plan.arguments(configuration: configuration, cgroups: cgroups, bubblewrapFeatures: features)
-        let process: ChildProcess
-        do {
-            process = try await ChildProcess.spawn(
-                path: plan.launcherPath, arguments: argv, environment: [], dataPipe: true)
-        } catch {
-            await offPool { cgroups?.remove() }
-            lease.release()
-            throw error
-        }
-        let channel = FrameChannel(
-            readFD: process.stdoutFD, writeFD: process.stdinFD, maxFrameBytes: configuration.maxFrameBytes)
-        let session = BubblewrapSession(
-            process: process, channel: channel, cgroups: cgroups, lease: lease, configuration: configuration,
-            handler: handler, logger: logger,
-            info: SessionInfo(
-                pythonVersion: "", landlock: configuration.landlock ? "pending" : "disabled",
-                cgroups: cgroups != nil, hostUID: plan.runningAsRoot ? configuration.sandboxUID : getuid()))
+        let session = WorkerSession(
+            host: host, configuration: configuration, payload: payload, workDir: workDir, handler: handler,
+            logger: logger, info: info)
         try await session.handshake()
         return session
     }
@@ -100,17 +70,12 @@ actor BubblewrapSession: SandboxSession {
     private func handshake() async throws {
         let init_ = HostMessage.Initialize(
             id: "h0", outputLimit: configuration.outputLimit, maxFrame: configuration.maxFrameBytes,
-            maxBatch: WorkerMessage.maxBatchPrompts, workDir: LaunchPlan.workDir, landlock: configuration.landlock,
-            maxChildContext: configuration.memoryLimitBytes)
+            maxBatch: WorkerMessage.maxBatchPrompts, workDir: workDir, landlock: configuration.landlock,
+            maxChildContext: configuration.memoryLimitBytes, data: host.dataPipes == nil ? "inline" : "pipe")
         do {
             let reply = try await exchange(
                 id: "h0",
-                sending: [
-                    configuration.workerSourceOverride
-                        ?? WorkerSource.payload(
-                            python: configuration.pythonPath, cacheDirectory: configuration.workerCacheDirectory),
-                    HostMessage.encode(init_),
-                ],
+                sending: [configuration.workerSourceOverride ?? payload, HostMessage.encode(init_)],
                 timeout: configuration.startTimeout,
                 startTimer: false, allowSubcalls: false)
             guard case .ready(_, _, let python, let landlock) = reply.message else {
@@ -120,7 +85,7 @@ actor BubblewrapSession: SandboxSession {
             if configuration.landlock { sessionInfo.landlock = landlock }
             logger.debug(
                 "sandbox started",
-                metadata: ["rlm.sandbox.pid": "\(process.pid)", "rlm.sandbox.landlock": "\(landlock)"])
+                metadata: ["rlm.sandbox.worker": "\(host.identity)", "rlm.sandbox.landlock": "\(landlock)"])
         } catch let error as SandboxError where error.isProtocolViolation {
             throw error
         } catch {
@@ -146,7 +111,8 @@ actor BubblewrapSession: SandboxSession {
 
     /// For tests: the launcher's pid and the sandbox's cgroup directories, to check nothing outlives the session.
     nonisolated var processesForTesting: (pid: pid_t, cgroups: [String]) {
-        (process.pid, cgroups?.directories ?? [])
+        guard let process = host as? ProcessWorkerHost else { return (0, []) }
+        return (process.process.pid, process.cgroupDirectories)
     }
 
     /// For tests: what the session keeps per sub-call — tasks in flight plus ids it must still remember — which
@@ -157,20 +123,13 @@ actor BubblewrapSession: SandboxSession {
     /// clean up in the background.
     deinit {
         guard endReason == nil else { return }
-        let process = process
-        let cgroups = cgroups
+        let host = host
         let channel = channel
-        let lease = lease
-        process.kill()
+        host.kill()
         Task.detached {
-            _ = await process.waitForExit()
-            await offPool {
-                cgroups?.killAll()
-                cgroups?.remove()
-            }
-            process.closeStderr()
+            _ = await host.waitForExit()
+            await host.release()
             channel.close()
-            lease.release()
         }
     }
 
@@ -257,20 +216,23 @@ actor BubblewrapSession: SandboxSession {
                 encoding: source.encoding.name, errors: source.encoding.errors.rawValue, sample: max(0, sample),
                 heads: 3, countLines: source.shape == .text && !hostCounts))
         async let counted = hostCounts ? offPool { ContextLineCount.count(source.files[0]) } : nil
-        let streamed = ContextStream(files: source.files, pipe: process.dataFD)
+        // Without data pipes the bytes follow the frame on the channel: nothing else may be written to it meanwhile,
+        // so no interrupt at the deadline (it would land inside the data), only the kill.
+        let inline = host.dataPipes == nil
+        let streamed = ContextStream(files: source.files, pipe: host.dataPipes?.write ?? host.channelWriteFD)
         // Streaming can block while the worker builds the text; the deadline covers it: a cell's timeout plus
         // a second per 50 MB (the worker reads several hundred MB a second).
         let limit = configuration.cellTimeout + .seconds(source.totalBytes / (50 << 20))
         let outcome: Exchange
         do {
             outcome = try await exchange(
-                id: id, sending: [frame], then: { streamed.run() }, timeout: limit, startTimer: true,
+                id: id, sending: [frame], then: { streamed.run() }, timeout: limit, startTimer: !inline,
                 allowSubcalls: false)
         } catch is CancellationError {
             await terminate(reason: "loading the context was cancelled; the sandbox was killed")
             throw CancellationError()
         } catch let failure as ExchangeOutcome {
-            let oom = (cgroups?.oomKills() ?? 0) > 0
+            let oom = await host.memoryExceeded()
             await terminate(reason: "the sandbox died while loading the context")
             if oom {
                 throw ContextLoadError(
@@ -371,7 +333,7 @@ actor BubblewrapSession: SandboxSession {
     ) async throws -> Exchange {
         phase = .running
         requestSent = false
-        let process = process
+        let host = host
         let channel = channel
         let grace = configuration.interruptGrace
         let maxFrame = configuration.maxFrameBytes
@@ -394,7 +356,7 @@ actor BubblewrapSession: SandboxSession {
                         guard (try? await Task.sleep(for: grace)) != nil else { return }
                     }
                     await self.setPhase(.killed)
-                    process.kill()
+                    host.kill()
                 }
                 defer { group.cancelAll() }
                 while true {
@@ -474,13 +436,13 @@ actor BubblewrapSession: SandboxSession {
                         fatalMessage = UntrustedText.visible(String(text.prefix(2000)))
                         logger.warning(
                             "sandbox worker failed", metadata: ["rlm.sandbox.message": "\(fatalMessage ?? "")"])
-                        process.kill()
+                        host.kill()
                         throw ExchangeOutcome.died
                     }
                 }
             }
         } onCancel: {
-            process.kill()
+            host.kill()
         }
     }
 
@@ -496,7 +458,8 @@ actor BubblewrapSession: SandboxSession {
         } catch {
             throw SandboxError.setup("\(error)")
         }
-        let pipe = process.dataOutFD
+        // Inline, the records follow the sub-call's frame on the channel; the exchange reads no frame until they are in.
+        let pipe = host.dataPipes?.read ?? host.channelReadFD
         let status = await offPool { crlm_spool_records(pipe, file.fd, UInt64(stream.bytes)) }
         switch status {
         case 0: return file
@@ -570,7 +533,7 @@ actor BubblewrapSession: SandboxSession {
     private func died(during start: ContinuousClock.Instant, timedOut: Bool, limit: Duration = .zero) async
         -> CellResult
     {
-        let oom = (cgroups?.oomKills() ?? 0) > 0
+        let oom = await host.memoryExceeded()
         let detail = await terminate(reason: "the sandbox was killed; its REPL state is lost")
         var result = CellResult(duration: ContinuousClock.now - start, stateLost: true)
         if timedOut {
@@ -600,21 +563,13 @@ actor BubblewrapSession: SandboxSession {
     private func terminate(reason: String) async -> String {
         guard endReason == nil else { return "" }
         endReason = reason
-        process.kill()
-        let cgroups = cgroups
-        await offPool { cgroups?.killAll() }
-        let status = await process.waitForExit()
-        await offPool {
-            cgroups?.killAll()
-            cgroups?.remove()
-        }
-        lease.release()
-        let stderr = process.drainStderr()
-        process.closeStderr()
+        host.kill()
+        let status = await host.waitForExit()
+        let stderr = host.diagnostics()
+        await host.release()
         channel.close()
         logger.debug(
-            "sandbox ended",
-            metadata: ["rlm.sandbox.pid": "\(process.pid)", "rlm.sandbox.status": "\(describeWaitStatus(status))"])
+            "sandbox ended", metadata: ["rlm.sandbox.worker": "\(host.identity)", "rlm.sandbox.status": "\(status)"])
         return stderr
     }
 
@@ -645,8 +600,8 @@ actor BubblewrapSession: SandboxSession {
 }
 
 /// What a session holds of the process's shared limits: a slot under the per-process cap and, with cgroups, a share
-/// of the process's parent group. Given back exactly once — by ``BubblewrapSession`` after its processes are reaped and
-/// its cgroups removed, or when freed.
+/// of the process's parent group. Given back exactly once — by its ``WorkerHost`` after the processes are reaped and
+/// the cgroups removed, or when freed.
 final class SessionLease: Sendable {
     private let slot: SessionSlot
     private let holdsHostCgroups = Atomic<Bool>(false)

@@ -1,0 +1,2 @@
+import RLM
+import RLMSandbox
