@@ -26,8 +26,14 @@ final class ChildProcess: Sendable {
     }
     private let state = Mutex(State())
 
-    private init(pid: pid_t, stdinFD: Int32, stdoutFD: Int32, stderrFD: Int32, dataFD: Int32, dataOutFD: Int32) {
+    /// The child leads its own process group: ``kill()`` signals the whole group.
+    let ownGroup: Bool
+
+    private init(
+        pid: pid_t, stdinFD: Int32, stdoutFD: Int32, stderrFD: Int32, dataFD: Int32, dataOutFD: Int32, ownGroup: Bool
+    ) {
         self.pid = pid
+        self.ownGroup = ownGroup
         self.stdinFD = stdinFD
         self.stdoutFD = stdoutFD
         self.stderrFD = stderrFD
@@ -40,23 +46,28 @@ final class ChildProcess: Sendable {
     /// Every descriptor the host creates is close-on-exec, so only the three pipes (and the data pipe, when asked
     /// for) reach the child; the launcher also closes everything above 2 (above 3 with `--data-fd`) before it execs
     /// the sandbox.
-    /// - Parameter dataPipe: also give the child a pipe on fd 3 to read from (``dataFD`` is the host's end) and one on
-    ///   fd 4 to write to (``dataOutFD``).
-    static func spawn(path: String, arguments: [String], environment: [String], dataPipe: Bool = false) async throws
-        -> ChildProcess
-    {
+    /// - Parameters:
+    ///   - dataPipe: also give the child a pipe on fd 3 to read from (``dataFD`` is the host's end) and one on fd 4 to
+    ///     write to (``dataOutFD``).
+    ///   - newProcessGroup: start the child in a process group of its own, so ``kill()`` reaches whatever it starts
+    ///     (a user's command that runs a shell, say).
+    static func spawn(
+        path: String, arguments: [String], environment: [String], dataPipe: Bool = false, newProcessGroup: Bool = false
+    ) async throws -> ChildProcess {
         // The launcher arms PR_SET_PDEATHSIG, which fires when the *thread* that spawned it exits, so spawn from one
         // thread that lives as long as the process, never from a pool thread that may be retired. The caller waits
         // without holding a pool thread: several sandboxes starting at once queue on the spawner, not on the two
         // threads every request of a server needs.
         try await SpawnThread.shared.run {
-            try spawnHere(path: path, arguments: arguments, environment: environment, dataPipe: dataPipe)
+            try spawnHere(
+                path: path, arguments: arguments, environment: environment, dataPipe: dataPipe,
+                newProcessGroup: newProcessGroup)
         }
     }
 
-    private static func spawnHere(path: String, arguments: [String], environment: [String], dataPipe: Bool) throws
-        -> ChildProcess
-    {
+    private static func spawnHere(
+        path: String, arguments: [String], environment: [String], dataPipe: Bool, newProcessGroup: Bool = false
+    ) throws -> ChildProcess {
         var stdinPipe: [Int32] = [-1, -1]
         var stdoutPipe: [Int32] = [-1, -1]
         var stderrPipe: [Int32] = [-1, -1]
@@ -105,7 +116,12 @@ final class ChildProcess: Sendable {
         var allSignals = sigset_t()
         sigfillset(&allSignals)
         posix_spawnattr_setsigdefault(&attributes, &allSignals)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        var flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF
+        if newProcessGroup {
+            flags |= POSIX_SPAWN_SETPGROUP
+            posix_spawnattr_setpgroup(&attributes, 0)
+        }
+        posix_spawnattr_setflags(&attributes, Int16(flags))
 
         let argv = arguments.map { strdup($0) } + [nil]
         let envp = environment.map { strdup($0) } + [nil]
@@ -123,13 +139,14 @@ final class ChildProcess: Sendable {
         _ = fcntl(stderrPipe[0], F_SETFL, fcntl(stderrPipe[0], F_GETFL) | O_NONBLOCK)
         return ChildProcess(
             pid: pid, stdinFD: stdinPipe[1], stdoutFD: stdoutPipe[0], stderrFD: stderrPipe[0], dataFD: data[1],
-            dataOutFD: dataOut[0])
+            dataOutFD: dataOut[0], ownGroup: newProcessGroup)
     }
 
-    /// Sends SIGKILL unless the process was already reaped (so a recycled pid is never hit).
+    /// Sends SIGKILL unless the process was already reaped (so a recycled pid is never hit): to its whole process
+    /// group when it leads one. Until it is reaped its pid, and so its group id, cannot be reused.
     func kill() {
         state.withLock { state in
-            if state.exitStatus == nil { _ = Glibc.kill(pid, SIGKILL) }
+            if state.exitStatus == nil { _ = Glibc.kill(ownGroup ? -pid : pid, SIGKILL) }
         }
     }
 

@@ -16,8 +16,9 @@ import Synchronization
 /// The compiler runs on the host, often as root, so it must run no code but CPython's own: `-I -S` (no environment,
 /// no user site, and no `site` at all, so a venv's `.pth` hooks never run), an empty environment, and the sandbox's
 /// own spawn path. The cache is trusted only when it is a private file of the current user with a matching header.
-enum WorkerSource {
-    static let data = Data(PackageResources.rlm_worker_py)
+package enum WorkerSource {
+    /// The worker's source: frame 0 for any interpreter other than the host's own.
+    package static let data = Data(PackageResources.rlm_worker_py)
 
     static let compiledMarker = Data("RLMM".utf8)
     /// The cache file's first bytes: a format tag, then the checksum (16 hex digits) and a newline before the code.

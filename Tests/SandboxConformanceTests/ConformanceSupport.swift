@@ -1,0 +1,88 @@
+import Foundation
+import Glibc
+import RLM
+import Testing
+
+@testable import RLMSandbox
+
+/// One backend the conformance suite runs against, or why it cannot run here.
+struct BackendUnderTest: Sendable, CustomTestStringConvertible {
+    let name: String
+    /// The sandbox with the given limits; `nil` when this machine lacks what the backend needs.
+    let make: @Sendable (ProcessSandbox.Configuration) throws -> any Sandbox
+    /// Why the backend is absent here, or `nil` when it is present.
+    let absentBecause: String?
+    /// A cell past its timeout is interrupted with its state kept (process-like backends), rather than killed.
+    let interruptsCells: Bool
+
+    var testDescription: String { name }
+
+    /// Every backend; the suite runs the present ones and names the absent ones with the reason.
+    static let all: [BackendUnderTest] = [process, command] + extra
+
+    /// Backends contributed by other files (container, wasm): each adds itself here.
+    static let extra: [BackendUnderTest] = []
+
+    static let process = BackendUnderTest(
+        name: "process", make: { ProcessSandbox(configuration: $0) }, absentBecause: nil, interruptsCells: true)
+
+    /// The command backend, tested with a command that starts the process backend's own launcher and bubblewrap —
+    /// the same command line, but reached only through stdin and stdout (no data pipes, no cgroups).
+    static let command = BackendUnderTest(
+        name: "command",
+        make: { configuration in
+            CommandSandbox(command: try launcherCommand(configuration), configuration: configuration)
+        },
+        absentBecause: nil, interruptsCells: true)
+
+    /// The process backend's command line without its data pipes and its start-up code (the command backend adds
+    /// that), as a user would write it for `--command`.
+    static func launcherCommand(_ configuration: ProcessSandbox.Configuration) throws -> [String] {
+        let plan = try LaunchPlan(configuration: configuration)
+        var argv = plan.arguments(
+            configuration: configuration, cgroups: nil,
+            bubblewrapFeatures: BubblewrapFeatures.probe(plan.bubblewrapPath))
+        argv.removeAll { $0 == "--data-fd" }
+        #expect(argv.suffix(2).first == "-c")
+        return Array(argv.dropLast(2))
+    }
+
+    /// The present backends (for `arguments:`).
+    static var present: [BackendUnderTest] { all.filter { $0.absentBecause == nil } }
+}
+
+/// Short timeouts so a hang fails fast; every protection stays at its default.
+func conformanceConfiguration(timeout: Duration = .seconds(20), memoryMB: Int = 512) -> ProcessSandbox.Configuration {
+    var configuration = ProcessSandbox.Configuration()
+    configuration.cellTimeout = timeout
+    configuration.interruptGrace = .seconds(1)
+    configuration.memoryLimitBytes = memoryMB << 20
+    configuration.workDirBytes = 64 << 20
+    configuration.startTimeout = .seconds(60)
+    return configuration
+}
+
+/// Answers sub-calls the way the suite checks them: `llm_query(p)` → "echo:p", batches one answer per prompt, and
+/// `rlm_query` with a context → the context's size.
+struct EchoHandler: SubcallHandler {
+    func handle(_ request: SubcallRequest) async throws -> SubcallResponse {
+        switch request {
+        case .llmQuery(let prompt, _): return .text("echo:" + prompt)
+        case .llmQueryBatched(let prompts, _): return .batch(prompts.map { "echo:" + $0 })
+        case .rlmQuery(let prompt, let context, _):
+            switch context {
+            case .streamed(let streamed): return .text("child:\(prompt):\(streamed.source.totalBytes)")
+            case .value(let value): return .text("child:\(prompt):value:\(value)")
+            case nil: return .text("child:\(prompt)")
+            }
+        }
+    }
+}
+
+/// Runs `body` in a fresh session of `backend` and always shuts it down.
+func withSession<T: Sendable>(
+    _ backend: BackendUnderTest, _ configuration: ProcessSandbox.Configuration = conformanceConfiguration(),
+    handler: (any SubcallHandler)? = EchoHandler(), _ body: (any SandboxSession) async throws -> T
+) async throws -> T {
+    try await backend.make(configuration).withSession(handler: handler, body)
+}
