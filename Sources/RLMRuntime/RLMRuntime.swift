@@ -131,7 +131,7 @@ public struct RLMRuntime: Sendable {
     public func withConfiguration<T: Sendable>(
         _ plan: Plan, sandbox: (any Sandbox)? = nil, _ body: (RLMConfiguration) async throws -> T
     ) async throws -> T {
-        let sandbox = sandbox ?? Self.processSandbox(python: options.python)
+        let sandbox = sandbox ?? options.sandboxBackend.sandbox(Self.sandboxLimits(python: options.python))
         switch plan.models.root.endpoint {
         case .local(let name):
             return try await withLocalModel(named: name) { localClient in
@@ -152,12 +152,12 @@ public struct RLMRuntime: Sendable {
         }
     }
 
-    /// The process sandbox with its defaults and the given interpreter.
-    /// - Parameter python: the interpreter inside the sandbox.
-    public static func processSandbox(python: String) -> ProcessSandbox {
+    /// The sandbox limits' defaults, with the given interpreter for the process backend.
+    /// - Parameter python: the interpreter inside the process backend's sandbox.
+    public static func sandboxLimits(python: String) -> ProcessSandbox.Configuration {
         var configuration = ProcessSandbox.Configuration()
         configuration.pythonPath = python
-        return ProcessSandbox(configuration: configuration)
+        return configuration
     }
 
     /// Opens the run's trajectory file with every secret of the run redacted. The default path is under the XDG

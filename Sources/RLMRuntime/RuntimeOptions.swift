@@ -38,8 +38,10 @@ public struct RuntimeOptions: Sendable, Hashable {
     public var pricesFile: String?
     /// The offline model used by the local provider.
     public var localModel: String
-    /// The Python interpreter inside the sandbox.
+    /// The Python interpreter inside the sandbox (the process backend's).
     public var python: String
+    /// Which sandbox runs the model's code (`--backend`).
+    public var sandboxBackend: SandboxBackend
 
     /// Root iterations.
     public var maxIterations: Int
@@ -68,8 +70,9 @@ public struct RuntimeOptions: Sendable, Hashable {
         pricesFile: String? = nil, localModel: String = "qwen2.5-coder-1.5b", python: String = "/usr/bin/python3",
         maxIterations: Int = 20, maxDepth: Int = 1, maxTokens: Int? = nil, maxCostUSD: Double? = nil,
         timeout: Duration? = nil, maxSubcalls: Int? = nil, cellTimeout: Duration = .seconds(60),
-        batchConcurrency: Int = 16, maxLiveSandboxes: Int = 5
+        batchConcurrency: Int = 16, maxLiveSandboxes: Int = 5, sandboxBackend: SandboxBackend = .process
     ) {
+        self.sandboxBackend = sandboxBackend
         self.maxLiveSandboxes = maxLiveSandboxes
         self.provider = provider
         self.baseURL = baseURL

@@ -76,7 +76,8 @@ public struct CommandSandbox: Sandbox {
                     pythonVersion: "", landlock: "not applied by the command backend", cgroups: false,
                     hostUID: 0),
                 handler: handler, logger: logger)
-        } catch let error as SandboxError where error.isSetupError {
+        } catch let error as SandboxError where error.isSetupError || error.isProtocolViolation {
+            // A command that prints anything else first (a banner, a shell's motd) breaks the protocol at once.
             throw SandboxError.startFailed(
                 "the sandbox command (\(command.prefix(4).joined(separator: " "))…) did not start a worker: "
                     + error.message + ". The command must start Python 3 with the code it is given "

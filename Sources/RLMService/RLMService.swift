@@ -119,7 +119,8 @@ public final class RLMService: Sendable {
         } catch {
             throw RunFailure.classify(error)
         }
-        let base = RLMRuntime.processSandbox(python: configuration.runtime.python)
+        let base = configuration.runtime.sandboxBackend.sandbox(
+            RLMRuntime.sandboxLimits(python: configuration.runtime.python))
         do {
             try await runtime.withConfiguration(plan, sandbox: base) { template in
                 // The names a user gave (the client's own name carries its provider, `openai-compatible:…`); a
@@ -567,13 +568,13 @@ public final class RLMService: Sendable {
         return ContextSource(shape: shape, files: files)
     }
 
-    /// The process sandbox sized for the context (memory, work dir), from the server's limits.
+    /// The server's sandbox backend sized for the context (memory, work dir), from the server's limits.
     func sandbox(for source: ContextSource?) throws -> any Sandbox {
-        var base = RLMRuntime.processSandbox(python: configuration.runtime.python).configuration
+        var base = RLMRuntime.sandboxLimits(python: configuration.runtime.python)
         // Sized so idle sessions can never take the slots runs need (the process default, 16, is `rlm run`'s).
         base.maxLiveSessionsPerProcess = configuration.maxLiveSandboxes
-        return ProcessSandbox(
-            configuration: try configuration.contextLimits.sandbox(
+        return configuration.runtime.sandboxBackend.sandbox(
+            try configuration.contextLimits.sandbox(
                 forContextBytes: source?.totalBytes ?? 0, shape: source?.shape, base: base))
     }
 

@@ -9,6 +9,7 @@ import NIOHTTP1
 import Prometheus
 import RLM
 import RLMRuntime
+import RLMSandbox
 import RLMServer
 import RLMService
 import RLMStore
@@ -199,7 +200,9 @@ struct ServeSettings: Sendable {
             // The floor: the engine with the configuration the same runtime options build, without the service.
             let engine = RLMRuntime(options: runtime, environment: environment, logger: logger)
             let plan = try engine.prepare()
-            try await engine.withConfiguration(plan, sandbox: RLMRuntime.processSandbox(python: python)) {
+            try await engine.withConfiguration(
+                plan, sandbox: ProcessSandbox(configuration: RLMRuntime.sandboxLimits(python: python))
+            ) {
                 engineConfiguration in
                 try await Self.serving(service: service, http: http, logger: logger) { address in
                     try await Self.withClient { client in

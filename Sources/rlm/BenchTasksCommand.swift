@@ -257,7 +257,7 @@ struct TasksBench: AsyncParsableCommand {
                 throw ExitCode(2)
             }
             let runtime = RLMRuntime(
-                options: modelOptions.runtimeOptions(), environment: ProcessInfo.processInfo.environment,
+                options: try modelOptions.runtimeOptions(), environment: ProcessInfo.processInfo.environment,
                 onLocalActivity: localActivityDisplay())
             let report: BenchReport
             do {

@@ -62,7 +62,7 @@ struct ChatCommand: AsyncParsableCommand {
         rawTerminalOutput = raw
         let environment = ProcessInfo.processInfo.environment
         let runtime = RLMRuntime(
-            options: modelOptions.runtimeOptions(
+            options: try modelOptions.runtimeOptions(
                 maxTokens: maxTokens, maxCost: maxCost, timeout: timeout, maxSubcalls: maxSubcalls),
             environment: environment, onLocalActivity: localActivityDisplay(),
             onNote: { note in printError("rlm: \(note)") })
@@ -71,6 +71,7 @@ struct ChatCommand: AsyncParsableCommand {
         let conversation = Conversation()
         defer { conversation.close() }
         let (contextOptions, trajectory, python) = (contextOptions, trajectory, modelOptions.python)
+        let backend = try modelOptions.backendOptions.resolve()
         let maxIterations = modelOptions.maxIterations
         // Everything from here on listens for SIGINT and SIGTERM itself: SIGINT while a question runs stops that
         // question; otherwise (or SIGTERM) the conversation ends, its sandbox killed and the local server it started
@@ -80,7 +81,7 @@ struct ChatCommand: AsyncParsableCommand {
             let plan = try runtime.prepare()
             let planned = try contextOptions.plan()
             for note in plan.notes { printError("rlm: \(note)") }
-            let sandbox = try contextOptions.sandbox(for: planned, python: python)
+            let sandbox = try contextOptions.sandbox(for: planned, python: python, backend: backend)
             let writer = try runtime.openTrajectory(plan, path: trajectory)
             conversation.opened(writer)
             conversation.planned(plan)

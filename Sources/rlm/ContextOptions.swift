@@ -86,15 +86,16 @@ struct ContextOptions: ParsableArguments {
         return planned
     }
 
-    /// The process sandbox sized for the planned context.
+    /// The chosen backend's sandbox sized for the planned context.
     /// - Parameters:
     ///   - planned: from ``plan()``.
-    ///   - python: the interpreter inside the sandbox.
-    func sandbox(for planned: ContextPlanner.Plan?, python: String) throws -> ProcessSandbox {
-        ProcessSandbox(
-            configuration: try limits().sandbox(
+    ///   - python: the interpreter inside the process backend's sandbox.
+    ///   - backend: which sandbox (`--backend`).
+    func sandbox(for planned: ContextPlanner.Plan?, python: String, backend: SandboxBackend) throws -> any Sandbox {
+        backend.sandbox(
+            try limits().sandbox(
                 forContextBytes: planned?.totalBytes ?? 0, shape: planned?.source.shape,
-                base: RLMRuntime.processSandbox(python: python).configuration))
+                base: RLMRuntime.sandboxLimits(python: python)))
     }
 
     /// What the host left out of the context while planning it, on stderr: counts always, names with --verbose.

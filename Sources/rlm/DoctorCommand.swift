@@ -1,17 +1,21 @@
 import ArgumentParser
 import Foundation
 import RLM
+import RLMRuntime
 import RLMSandbox
 
 struct DoctorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "doctor",
-        abstract: "Report each isolation feature as in force, available or missing.",
-        discussion: "Starts a real sandbox and inspects it from the inside. Exit 0 when a sandbox starts."
+        abstract: "Report each isolation layer of a sandbox backend as in force, available or missing.",
+        discussion:
+            "Starts a real sandbox of the backend (--backend, default process) and inspects it from the inside. Exit 0 when a sandbox starts."
     )
 
-    @Option(help: "Python interpreter inside the sandbox.")
+    @Option(help: "Python interpreter inside the sandbox (the process backend's).")
     var python: String = "/usr/bin/python3"
+
+    @OptionGroup var backend: BackendOptions
 
     @Flag(help: "Print JSON.")
     var json = false
@@ -19,7 +23,14 @@ struct DoctorCommand: AsyncParsableCommand {
     func run() async throws {
         var configuration = ProcessSandbox.Configuration()
         configuration.pythonPath = python
-        let (checks, started) = await SandboxDoctor.run(configuration: configuration)
+        let report: (checks: [SandboxDoctor.Check], started: Bool)
+        switch try backend.resolve() {
+        case .process:
+            report = await SandboxDoctor.run(configuration: configuration)
+        case .command(let words):
+            report = await CommandDoctor.run(command: words, configuration: configuration)
+        }
+        let (checks, started) = report
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]

@@ -66,8 +66,10 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Local model for --provider local.")
     var localModel: String = "qwen2.5-coder-1.5b"
 
-    @Option(help: "Python interpreter inside the sandbox.")
+    @Option(help: "Python interpreter inside the sandbox (the process backend's).")
     var python: String = "/usr/bin/python3"
+
+    @OptionGroup(title: "Sandbox") var backendOptions: BackendOptions
 
     @Option(help: "Root iterations.")
     var maxIterations: Int = 20
@@ -92,8 +94,8 @@ struct ModelOptions: ParsableArguments {
     /// The runtime's options, with the budgets only `rlm run` has.
     func runtimeOptions(
         maxTokens: Int? = nil, maxCost: Double? = nil, timeout: Double? = nil, maxSubcalls: Int? = nil
-    ) -> RuntimeOptions {
-        RuntimeOptions(
+    ) throws -> RuntimeOptions {
+        try RuntimeOptions(
             provider: provider, baseURL: baseURL, model: model, subModel: subModel, allowedModels: allowModel,
             modelsFile: models, contextWindow: contextWindow, envFile: envFile, apiKeyVariable: apiKeyEnv,
             pricesFile: prices,
@@ -101,7 +103,8 @@ struct ModelOptions: ParsableArguments {
             maxTokens: maxTokens, maxCostUSD: maxCost, timeout: timeout.flatMap { Duration(userSeconds: $0) },
             maxSubcalls: maxSubcalls,
             cellTimeout: Duration(userSeconds: cellTimeout) ?? .seconds(60),
-            batchConcurrency: batchConcurrency, maxLiveSandboxes: maxSandboxes)
+            batchConcurrency: batchConcurrency, maxLiveSandboxes: maxSandboxes,
+            sandboxBackend: backendOptions.resolve())
     }
 }
 

@@ -73,7 +73,7 @@ struct RunCommand: AsyncParsableCommand {
         rawTerminalOutput = raw
         let quiet = quiet
         let runtime = RLMRuntime(
-            options: modelOptions.runtimeOptions(
+            options: try modelOptions.runtimeOptions(
                 maxTokens: maxTokens, maxCost: maxCost, timeout: timeout, maxSubcalls: maxSubcalls),
             environment: ProcessInfo.processInfo.environment, onLocalActivity: quiet ? nil : localActivityDisplay(),
             onNote: { note in if !quiet { printError("rlm: \(note)") } })
@@ -95,7 +95,8 @@ struct RunCommand: AsyncParsableCommand {
                 record.planned(plan)
                 let loaded = try contextOptions.plan(report: !quiet)
                 if !quiet { for note in plan.notes { printError("rlm: \(note)") } }
-                let sandbox = try contextOptions.sandbox(for: loaded, python: modelOptions.python)
+                let sandbox = try contextOptions.sandbox(
+                    for: loaded, python: modelOptions.python, backend: try modelOptions.backendOptions.resolve())
                 let writer = try runtime.openTrajectory(plan, path: trajectory, maskPII: redactPII)
                 record.opened(writer)
                 let verbose = contextOptions.verbose

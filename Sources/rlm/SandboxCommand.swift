@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import RLM
+import RLMRuntime
 import RLMSandbox
 
 struct SandboxCommand: AsyncParsableCommand {
@@ -11,19 +12,14 @@ struct SandboxCommand: AsyncParsableCommand {
     )
 }
 
-enum BackendChoice: String, ExpressibleByArgument, CaseIterable {
-    case process, container, wasm
-}
-
 /// Options shared by the sandbox commands.
 struct SandboxOptions: ParsableArguments {
-    @Option(help: "Sandbox backend: process (bubblewrap), container or wasm.")
-    var backend: BackendChoice = .process
+    @OptionGroup var backend: BackendOptions
 
     @Option(help: "Memory limit in MB.")
     var memory: Int = 1024
 
-    @Option(help: "Python interpreter inside the sandbox (a venv works; not under /root).")
+    @Option(help: "Python interpreter inside the sandbox (the process backend's; a venv works; not under /root).")
     var python: String = "/usr/bin/python3"
 
     @Flag(
@@ -34,16 +30,12 @@ struct SandboxOptions: ParsableArguments {
         guard memory >= 32 else { throw ValidationError("--memory must be at least 32 (MB)") }
     }
 
-    func makeSandbox(timeout: Double) throws -> ProcessSandbox {
-        guard backend == .process else {
-            throw SandboxError.setup(
-                "the \(backend.rawValue) backend is not available in this build; use --backend process")
-        }
+    func makeSandbox(timeout: Double) throws -> any Sandbox {
         var configuration = ProcessSandbox.Configuration()
         configuration.memoryLimitBytes = memory << 20
         configuration.pythonPath = python
         configuration.cellTimeout = Duration(userSeconds: timeout) ?? .seconds(30)
-        return ProcessSandbox(configuration: configuration)
+        return try backend.resolve().sandbox(configuration)
     }
 }
 

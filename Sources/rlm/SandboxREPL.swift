@@ -27,7 +27,7 @@ struct SandboxREPL: AsyncParsableCommand {
 
     func run() async throws {
         rawTerminalOutput = options.raw
-        let sandbox: ProcessSandbox
+        let sandbox: any Sandbox
         do {
             sandbox = try options.makeSandbox(timeout: timeout)
         } catch {

@@ -94,7 +94,7 @@ struct ServeOptions: ParsableArguments {
         }
         let limits = ContextLimits(memoryBytes: memory, workDirBytes: nil, maxContextBytes: maxContext)
         return ServiceConfiguration(
-            runtime: modelOptions.runtimeOptions(
+            runtime: try modelOptions.runtimeOptions(
                 maxTokens: maxTokens, maxCost: maxCost, timeout: timeout, maxSubcalls: maxSubcalls),
             environment: environment, storeDirectory: store.map { ($0 as NSString).standardizingPath }, roots: roots,
             maxContextBytes: limits.maxContext, contextLimits: limits,

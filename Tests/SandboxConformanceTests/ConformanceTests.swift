@@ -157,3 +157,90 @@ struct ConformanceTests {
         }
     }
 }
+
+@Suite("Command backend")
+struct CommandBackendTests {
+    @Test("a command line splits like a shell's, without expanding anything")
+    func parse() throws {
+        #expect(
+            try CommandSandbox.parse(#"kubectl exec -i 'my pod' -- python3 -I "a \"b\"" c\ d $HOME"#)
+                == ["kubectl", "exec", "-i", "my pod", "--", "python3", "-I", #"a "b""#, "c d", "$HOME"])
+        #expect(throws: SandboxError.self) { try CommandSandbox.parse("python3 'unterminated") }
+        #expect(throws: SandboxError.self) { try CommandSandbox.arguments([]) }
+    }
+
+    @Test("{bootstrap} is replaced in place, {bootstrap_sh} shell-quoted, else -c CODE is appended")
+    func placeholders() throws {
+        let appended = try CommandSandbox.arguments(["python3", "-I"])
+        #expect(appended.count == 4 && appended[2] == "-c" && appended[3] == LaunchPlan.bootstrap)
+        let placed = try CommandSandbox.arguments(["sh", "-c", "exec python3 -I -c \"$1\"", "x", "{bootstrap}"])
+        #expect(placed.last == LaunchPlan.bootstrap && placed.count == 5)
+        let quoted = try CommandSandbox.arguments(["ssh", "host", "python3", "-I", "-c", "{bootstrap_sh}"])
+        #expect(quoted.last?.hasPrefix("'") == true && quoted.last?.hasSuffix("'") == true)
+        // The quoted form goes through a shell back to the code itself.
+        let echoed = try ChildProcess.runToCompletion(
+            ["/bin/sh", "-c", "printf %s " + (quoted.last ?? "")], timeout: .seconds(10))
+        #expect(String(decoding: echoed.stdout, as: UTF8.self) == LaunchPlan.bootstrap)
+    }
+
+    @Test("a command that runs a shell works through {bootstrap}, and the command's secrets stay on the host")
+    func throughAShell() async throws {
+        setenv("OPENAI_API_KEY", "sk-command-backend-planted", 1)
+        defer { unsetenv("OPENAI_API_KEY") }
+        let sandbox = CommandSandbox(
+            command: [
+                "/bin/sh", "-c", "echo \"${OPENAI_API_KEY:-none}\" >&2; exec /usr/bin/python3 -I -c \"$1\"", "sh",
+                "{bootstrap}",
+            ], configuration: conformanceConfiguration())
+        try await sandbox.withSession { session in
+            let result = try await session.run("import os\nprint(os.environ.get('OPENAI_API_KEY'))")
+            #expect(result.stdout == "None\n")
+        }
+    }
+
+    @Test("a command that does not start a worker is a start failure that says what the command must do")
+    func notAWorker() async throws {
+        let sandbox = CommandSandbox(command: ["/bin/echo", "hello"], configuration: conformanceConfiguration())
+        let error = await #expect(throws: SandboxError.self) { try await sandbox.startSession(handler: nil) }
+        #expect(error?.isSetupError == true)
+        #expect(error?.message.contains("must start Python") == true, "\(String(describing: error))")
+        let missing = CommandSandbox(command: ["/no/such/kubectl"], configuration: conformanceConfiguration())
+        await #expect(throws: SandboxError.self) { try await missing.startSession(handler: nil) }
+    }
+
+    @Test("a timeout kills the command's whole process group, children included")
+    func killsTheGroup() async throws {
+        let marker = "/tmp/rlm-command-group-\(UInt32.random(in: 0...UInt32.max))"
+        var configuration = conformanceConfiguration(timeout: .seconds(2))
+        configuration.interruptGrace = .milliseconds(500)
+        let sandbox = CommandSandbox(
+            command: [
+                "/bin/sh", "-c", "sleep 300 & echo $! > \(marker); exec /usr/bin/python3 -I -c \"$1\"", "sh",
+                "{bootstrap}",
+            ], configuration: configuration)
+        try await sandbox.withSession { session in
+            let result = try await session.run(
+                "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True: pass")
+            #expect(result.timedOut && result.stateLost)
+        }
+        defer { unlink(marker) }
+        let pid = try #require(
+            pid_t(
+                String(decoding: FileManager.default.contents(atPath: marker) ?? Data(), as: UTF8.self)
+                    .trimmingCharacters(in: .whitespacesAndNewlines)))
+        var gone = false
+        for _ in 0..<100 where !gone {
+            gone = kill(pid, 0) != 0 || isZombie(pid)
+            if !gone { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        #expect(gone, "the command's background child \(pid) outlived the session")
+    }
+}
+
+/// Whether `pid` is a zombie (exited, not yet reaped by its parent).
+func isZombie(_ pid: pid_t) -> Bool {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+        let close = stat.lastIndex(of: ")")
+    else { return false }
+    return stat[stat.index(close, offsetBy: 2)] == "Z"
+}
