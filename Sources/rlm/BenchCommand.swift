@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import RLM
+import RLMRuntime
 import RLMSandbox
 import Subprocess
 import SystemPackage
@@ -17,7 +18,8 @@ struct BenchCommand: AsyncParsableCommand {
 struct SandboxBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sandbox",
-        abstract: "Cold start (new session to first result) against `python3 -c pass`, and warm empty-cell round trips."
+        abstract:
+            "Cold start (new session to first result) against `python3 -c pass`, warm empty-cell round trips, and a CPU-bound cell against native, for any backend."
     )
 
     @Option(help: "Cold starts to measure.")
@@ -29,10 +31,18 @@ struct SandboxBench: AsyncParsableCommand {
     @Option(help: "Python interpreter (also used for the baseline).")
     var python: String = "/usr/bin/python3"
 
+    @Option(help: "Times to run `sum(range(10**6))` in a warm session of the backend and of the process backend.")
+    var compute: Int = 5
+
+    @OptionGroup var backend: BackendOptions
+
     func run() async throws {
         var configuration = ProcessSandbox.Configuration()
         configuration.pythonPath = python
-        let sandbox = ProcessSandbox(configuration: configuration)
+        configuration.cellTimeout = .seconds(600)
+        configuration.startTimeout = .seconds(600)
+        let chosen = try backend.resolve()
+        let sandbox = chosen.sandbox(configuration)
         let clock = ContinuousClock()
 
         // Warm the page cache for both sides first so neither pays for disk reads.
@@ -60,9 +70,27 @@ struct SandboxBench: AsyncParsableCommand {
             }
             return times
         }
+        // The same CPU-bound cell in this backend and in the process backend (native CPython), one after the other.
+        let cell = "sum(range(10**6))"
+        func computeTimes(_ sandbox: any Sandbox) async throws -> [Duration] {
+            try await sandbox.withSession { session in
+                _ = try await session.run(cell)
+                var times = [Duration]()
+                for _ in 0..<compute {
+                    let result = try await session.run(cell)
+                    if let error = result.error { throw SandboxError.setup("\(cell) failed: \(error.message)") }
+                    times.append(result.duration)
+                }
+                return times
+            }
+        }
+        let computeHere = compute > 0 ? try await computeTimes(sandbox) : []
+        let computeNative = compute > 0 ? try await computeTimes(ProcessSandbox(configuration: configuration)) : []
         let baselineMedian = median(baseline)
         let coldMedian = median(coldStarts)
-        writeOut("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; python: \(python)\n")
+        writeOut(
+            "machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; backend: \(chosen.name); "
+                + "python: \(python)\n")
         writeOut("python3 -c pass       median \(ms(baselineMedian)) ms  (n=\(cold))\n")
         writeOut(
             "cold start            median \(ms(coldMedian)) ms  p90 \(ms(percentile(coldStarts, 0.9))) ms  "
@@ -70,6 +98,13 @@ struct SandboxBench: AsyncParsableCommand {
         writeOut(
             "warm empty cell       median \(us(median(warmTimes))) µs  p90 \(us(percentile(warmTimes, 0.9))) µs  "
                 + "p99 \(us(percentile(warmTimes, 0.99))) µs  (n=\(warm), target ≤ 500 µs)\n")
+        if compute > 0 {
+            let here = median(computeHere)
+            let native = median(computeNative)
+            writeOut(
+                "\(cell)     median \(ms(here)) ms in \(chosen.name), \(ms(native)) ms in process (native); "
+                    + "ratio \(String(format: "%.1f", here.inSeconds / native.inSeconds))x  (n=\(compute))\n")
+        }
     }
 
     static func runBaseline(_ python: String) async throws -> Duration {
