@@ -7,7 +7,7 @@ import Synchronization
 
 /// One running worker, whatever holds it (``WorkerHost``): the channel, the exchange of frames, sub-calls, timeouts
 /// and everything the host checks of what the worker sends. Every backend's sessions are this actor.
-actor WorkerSession: SandboxSession {
+package actor WorkerSession: SandboxSession {
     private let host: any WorkerHost
     private let channel: FrameChannel
     private let configuration: ProcessSandbox.Configuration
@@ -135,10 +135,10 @@ actor WorkerSession: SandboxSession {
 
     // MARK: - SandboxSession
 
-    var isAlive: Bool { endReason == nil }
-    var info: SessionInfo { sessionInfo }
+    package var isAlive: Bool { endReason == nil }
+    package var info: SessionInfo { sessionInfo }
 
-    func run(_ code: String, timeout: Duration?) async throws -> CellResult {
+    package func run(_ code: String, timeout: Duration?) async throws -> CellResult {
         try enter()
         defer { busy = false }
         let id = requestID()
@@ -198,7 +198,7 @@ actor WorkerSession: SandboxSession {
         return String(result)
     }
 
-    func loadContext(_ source: ContextSource, name: String, sample: Int) async throws -> ContextSummary {
+    package func loadContext(_ source: ContextSource, name: String, sample: Int) async throws -> ContextSummary {
         guard Self.isIdentifier(name) else {
             throw SandboxError.setup("'\(name)' is not a valid Python variable name")
         }
@@ -259,7 +259,7 @@ actor WorkerSession: SandboxSession {
         }
     }
 
-    func variable(named name: String) async throws -> VariableValue? {
+    package func variable(named name: String) async throws -> VariableValue? {
         try enter()
         defer { busy = false }
         let id = requestID()
@@ -280,12 +280,12 @@ actor WorkerSession: SandboxSession {
         }
     }
 
-    func interrupt() async {
+    package func interrupt() async {
         guard busy, endReason == nil else { return }
         try? await channel.send(HostMessage.encode(HostMessage.Control.interrupt))
     }
 
-    func shutdown() async {
+    package func shutdown() async {
         await terminate(reason: "the session was shut down")
     }
 

@@ -9,6 +9,15 @@
 # cell runs, exits on `shutdown`/EOF, and queues everything else for the main thread. A drain thread empties the two
 # capture pipes behind fds 1 and 2, keeping only a bounded head and tail per stream and per cell.
 #
+# WASI (the wasm backend: CPython for wasm32-wasip1 run in-process by the host's WebAssembly engine) has no threads,
+# signals, pipes, dup or fork, so there the worker runs single-threaded (`_WASI`): the main loop reads every frame
+# itself; a sub-call sends its frame and reads frames until its reply (an `interrupt` meanwhile raises
+# KeyboardInterrupt in the cell, `shutdown` exits); `time.sleep` waits on the channel too, so an interrupt ends it; and
+# a cell's output is captured at the Python level (sys.stdout/sys.stderr), with the same head+tail bound. There fd 1 IS
+# the channel: user code that writes to it directly (os.write(1, ...)) breaks the framing, and the host then kills the
+# session as a protocol violation. An interrupt cannot reach a cell spinning in pure Python (nothing reads the channel
+# meanwhile): the host kills the guest after the grace period, as it kills a process that ignores SIGINT.
+#
 # Standard library only, and only cheap modules at start: the host wants a cold start close to `python3 -c pass`, so
 # `_thread`, `_signal` and `_json` are used instead of `threading`, `signal` and `json` (each of those pulls in `enum`,
 # `re` or `functools`); `traceback`/`linecache` are imported on the first error and `ctypes` only for Landlock.
@@ -28,8 +37,9 @@ except ImportError:  # pragma: no cover - CPython always has _queue
     from queue import SimpleQueue as _SimpleQueue
 
 _WORKER_FILE = '<rlm-worker>'
+_WASI = sys.platform == 'wasi'
 _exit = os._exit      # bound early: user code shares the os module and may rebind its names
-_getpid = os.getpid
+_getpid = os.getpid if hasattr(os, 'getpid') else (lambda: 1)
 _MAIN_PID = _getpid()
 _MAIN_TID = _thread.get_ident()
 _DEFAULT_OUTPUT_LIMIT = 20000
@@ -173,6 +183,11 @@ class _FrameReader:
         if not chunk:
             _exit(0)  # the host closed the channel
         self.buf += chunk
+
+    def complete(self):
+        """Whether a whole frame is buffered already."""
+        buf = self.buf
+        return len(buf) >= 4 and len(buf) >= 4 + int.from_bytes(buf[:4], 'big')
 
     def frame(self):
         buf = self.buf
@@ -426,6 +441,11 @@ def _flush_std():
 def _collect_output():
     """Ends the cell's capture: returns (stdout, stderr) cut to the output limit."""
     _flush_std()
+    if _WASI:
+        out, err = _WASI_STREAMS[0]
+        _WASI_STREAMS[0] = None
+        limit = _OUTPUT_LIMIT[0]
+        return out.render(limit), err.render(limit)
     os.write(_CTL_W, b'.')
     _DRAINED.acquire()
     out, err = _CAPTURED[0]
@@ -434,7 +454,41 @@ def _collect_output():
     return out.render(limit), err.render(limit)
 
 
+_WASI_STREAMS = [None]   # WASI: the current cell's (stdout, stderr) _Stream pair
+_WASI_READER = [None]    # WASI: the channel's frame reader, shared by the main loop and waiting cells
+
+
+def _wasi_capture():
+    """WASI: a fresh sys.stdout/sys.stderr per cell that feed bounded _Streams (fds 1 and 2 are the channel and the
+    host's diagnostics, never the cell's). fileno() is unsupported, so libraries fall back to write()."""
+    import io
+
+    class _Sink(io.RawIOBase):
+        def __init__(self, stream):
+            self._stream = stream
+
+        def writable(self):
+            return True
+
+        def write(self, b):
+            b = bytes(b)
+            self._stream.feed(b)
+            return len(b)
+
+    limit = _OUTPUT_LIMIT[0]
+    streams = (_Stream(limit), _Stream(limit))
+    _WASI_STREAMS[0] = streams
+    for name, stream in (('stdout', streams[0]), ('stderr', streams[1])):
+        w = io.TextIOWrapper(_Sink(stream), encoding='utf-8', errors='backslashreplace', line_buffering=True,
+                             write_through=True)
+        setattr(sys, name, w)
+        setattr(sys, '__' + name + '__', w)
+
+
 def _fix_std_fds():
+    if _WASI:
+        _wasi_capture()
+        return
     # Each cell starts with fd 0 on /dev/null and fds 1/2 on the capture pipes, whatever the last cell did to them.
     os.dup2(_NULL, 0)
     os.dup2(_W_OUT, 1)
@@ -502,6 +556,8 @@ def _subcall_sent(what, fields, stream):
     if len(payload) > _MAX_FRAME[0]:
         raise ValueError(f'{what}: request of {len(payload)} bytes exceeds the channel frame limit '
                          f'of {_MAX_FRAME[0]} bytes; send less text')
+    if _WASI:
+        return _wasi_subcall(what, sid, payload, stream)
     slot = [_thread.allocate_lock(), None]
     slot[0].acquire()
     _PENDING[sid] = slot
@@ -519,6 +575,82 @@ def _subcall_sent(what, fields, stream):
     if reply.get('ok'):
         return reply.get('value')
     raise RuntimeError(reply.get('error') or f'{what} failed')
+
+
+def _check_subcall_result(m):
+    ok = m.get('ok')
+    if type(ok) is not bool:
+        raise _ProtocolError('subcall_result: ok (bool) is required')
+    if ok and 'value' not in m:
+        raise _ProtocolError('subcall_result: value is required when ok')
+    if not ok and type(m.get('error')) is not str:
+        raise _ProtocolError('subcall_result: error (str) is required when not ok')
+
+
+def _wasi_subcall(what, sid, payload, stream):
+    """Single-threaded sub-call: sends the frame, then reads frames until its reply. An `interrupt` meanwhile raises
+    KeyboardInterrupt in the cell (a late reply is then dropped); `shutdown` exits."""
+    if not _send_bytes(payload, for_subcall=True, then=stream):
+        raise RuntimeError(f'{what} can only be called while a cell is running')
+    while True:
+        m = _wasi_frame()
+        if m['type'] == 'subcall_result' and m['id'] == sid:
+            if m.get('ok'):
+                return m.get('value')
+            raise RuntimeError(m.get('error') or f'{what} failed')
+        if m['type'] == 'interrupt':
+            _ABANDONED.add(sid)
+            raise KeyboardInterrupt
+        _wasi_idle_frame(m)
+
+
+def _wasi_frame():
+    """The next host frame, read by the cell itself (WASI). The host sends no request while a cell runs: anything it
+    may send then is handled by the caller or `_wasi_idle_frame`; a malformed frame ends the worker."""
+    try:
+        m = _WASI_READER[0].frame()
+        if m['type'] == 'subcall_result':
+            _check_subcall_result(m)
+        return m
+    except _ProtocolError as e:
+        _fatal(f'protocol violation: {e}')
+
+
+def _wasi_idle_frame(m):
+    """A frame that arrived while the cell waited for something else: a late reply to an abandoned sub-call is
+    dropped, `shutdown` exits, an `interrupt` for a cell that has ended is moot; anything else breaks the protocol."""
+    t = m['type']
+    if t == 'subcall_result' and m['id'] in _ABANDONED:
+        _ABANDONED.discard(m['id'])
+    elif t == 'shutdown':
+        _exit(0)
+    elif t != 'interrupt':
+        _fatal(f'protocol violation: unexpected {t!r} frame while a cell runs')
+
+
+def _wasi_sleep(secs):
+    """time.sleep for WASI: waits on the channel rather than the clock alone, so that the host's `interrupt` ends a
+    sleeping cell with KeyboardInterrupt (the REPL kept) instead of waiting for the kill."""
+    if isinstance(secs, bool) or not isinstance(secs, (int, float)):
+        try:
+            secs = float(secs)
+        except (TypeError, ValueError):
+            raise TypeError(f"'{type(secs).__name__}' object cannot be interpreted as an integer or float") from None
+    if secs != secs or secs < 0:
+        raise ValueError('sleep length must be non-negative')
+    end = _clock() + secs
+    reader = _WASI_READER[0]
+    while True:
+        left = end - _clock()
+        if left <= 0:
+            return
+        if not reader.complete():
+            if not select.select([_CHAN_IN], [], [], left)[0]:
+                continue
+        m = _wasi_frame()
+        if m['type'] == 'interrupt' and _ACTIVE[0]:
+            raise KeyboardInterrupt
+        _wasi_idle_frame(m)
 
 
 def _check_model(what, model):
@@ -1231,7 +1363,7 @@ def _on_exec(m):
                 _register_source(lc, fname, code)
         else:
             _sync_linecache(lc)
-    if _signal.getsignal(_signal.SIGINT) is not _on_sigint:
+    if not _WASI and _signal.getsignal(_signal.SIGINT) is not _on_sigint:
         _signal.signal(_signal.SIGINT, _on_sigint)  # interrupts must keep working whatever the last cell did
     err = None
     _PEND_INT[0] = False
@@ -1338,13 +1470,7 @@ def _reader_loop(reader):
         t = m['type']
         if t == 'subcall_result':
             sid = m['id']
-            ok = m.get('ok')
-            if type(ok) is not bool:
-                raise _ProtocolError('subcall_result: ok (bool) is required')
-            if ok and 'value' not in m:
-                raise _ProtocolError('subcall_result: value is required when ok')
-            if not ok and type(m.get('error')) is not str:
-                raise _ProtocolError('subcall_result: error (str) is required when not ok')
+            _check_subcall_result(m)
             slot = _PENDING.pop(sid, None)
             if slot is not None:
                 slot[1] = m
@@ -1560,9 +1686,66 @@ class _LazySite:
         return PathFinder.find_spec(name)
 
 
+def _wasi_main():
+    """The single-threaded worker (WASI): fds 0 and 1 are the channel and stay so; context bytes always come inline."""
+    global _CHAN_IN, _CHAN_OUT, _DIAG
+    _CHAN_IN, _CHAN_OUT, _DIAG = 0, 1, 2
+    reader = _FrameReader(_CHAN_IN)
+    _WASI_READER[0] = reader
+    try:
+        rid, work_dir, landlock = _read_init(reader)
+    except _ProtocolError as e:
+        _fatal(f'protocol violation: {e}')
+    if not _INLINE[0]:
+        _fatal('protocol violation: init: a WASI worker has no data pipes (data must be "inline")')
+    try:
+        os.chdir(work_dir)  # a preopened directory (mkdir of it fails with ENOENT under WASI)
+    except OSError:
+        try:
+            os.makedirs(work_dir, exist_ok=True)
+            os.chdir(work_dir)
+        except OSError as e:
+            _diag(f'work dir {work_dir}: {e}')
+    _WORK_DIR[0] = work_dir
+    import time
+    time.sleep = _wasi_sleep
+    _NS.update({
+        '__name__': '__main__', '__builtins__': __builtins__,
+        'llm_query': llm_query, 'llm_query_batched': llm_query_batched, 'rlm_query': rlm_query,
+        'FINAL': FINAL, 'FINAL_VAR': FINAL_VAR, 'SHOW_VARS': SHOW_VARS,
+        'answer': {'content': '', 'ready': False},
+    })
+    v = sys.version_info
+    status = 'not applicable (wasm: the guest reaches no host kernel)' if landlock else 'disabled'
+    _reply({'type': 'ready', 'id': rid, 'pid': _getpid(), 'python': f'{v[0]}.{v[1]}.{v[2]}', 'landlock': status})
+    while True:
+        m = reader.frame()
+        t = m['type']
+        if t == 'exec':
+            _on_exec(m)
+        elif t == 'context':
+            m['_inline'] = (reader, None)
+            _on_context(m)
+        elif t == 'get_var':
+            _on_get_var(m)
+        elif t == 'subcall_result':
+            _check_subcall_result(m)
+            if m['id'] not in _ABANDONED:
+                raise _ProtocolError(f'subcall_result for unknown id {m["id"]!r}')
+            _ABANDONED.discard(m['id'])
+        elif t == 'interrupt':
+            pass  # no cell is running: nothing to interrupt
+        elif t == 'shutdown':
+            _exit(0)
+        else:
+            raise _ProtocolError(f'unexpected request {t!r}')
+
+
 def main():
     if sys.flags.no_site:
         sys.meta_path.append(_LazySite)
+    if _WASI:
+        return _wasi_main()
     _setup_channel()
     reader = _FrameReader(_CHAN_IN)
     try:
