@@ -22,6 +22,13 @@ public enum SandboxDoctor {
         public var status: Status
         /// What was seen.
         public var detail: String
+
+        /// - Parameters: as the properties.
+        public init(feature: String, status: Status, detail: String) {
+            self.feature = feature
+            self.status = status
+            self.detail = detail
+        }
     }
 
     /// The probe cell: prints one JSON object describing the sandbox from the inside.

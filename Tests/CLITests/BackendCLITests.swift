@@ -1,0 +1,132 @@
+import Foundation
+import Testing
+
+/// Contract 2 for every backend present (issue 14): `rlm sandbox exec --backend X` prints the program's output,
+/// exits 0/1/124/137/2 and speaks the same `--json`, whatever holds the worker.
+@Suite("rlm sandbox exec on every backend", .serialized)
+struct BackendCLITests {
+    /// A backend's flags, or why it is absent here.
+    struct Backend: Sendable, CustomTestStringConvertible {
+        let name: String
+        let flags: [String]
+        let absentBecause: String?
+        var testDescription: String { name }
+    }
+
+    static let backends: [Backend] = [
+        Backend(name: "process", flags: [], absentBecause: nil),
+        // A command as a user would give it: Python under prlimit, which bounds its address space as the process
+        // backend's launcher does; the host kills its process group on timeout.
+        Backend(
+            name: "command",
+            flags: ["--backend", "command", "--command", "prlimit --as=\(512 << 20) /usr/bin/python3 -I -S"],
+            absentBecause: FileManager.default.isExecutableFile(atPath: "/usr/bin/prlimit")
+                ? nil : "prlimit (util-linux) is not installed"),
+        Backend(
+            name: "container",
+            flags: [
+                "--backend", "container", "--image",
+                ProcessInfo.processInfo.environment["RLM_TEST_CONTAINER_IMAGE"] ?? "",
+            ],
+            absentBecause: ProcessInfo.processInfo.environment["RLM_TEST_CONTAINER_IMAGE"] == nil
+                ? "RLM_TEST_CONTAINER_IMAGE is not set (scripts/test sets it once podman and the test image are ready)"
+                : nil),
+        Backend(
+            name: "wasm", flags: ["--backend", "wasm"],
+            absentBecause: ProcessInfo.processInfo.environment["RLM_TEST_WASM"] == nil
+                ? "RLM_TEST_WASM is not set (scripts/test sets it once `rlm sandbox pull` has fetched the runtime)"
+                : nil),
+    ]
+
+    static var present: [Backend] { backends.filter { $0.absentBecause == nil } }
+
+    @Test("the backends absent here, and why", .enabled(if: backends.contains { $0.absentBecause != nil }))
+    func absent() {
+        for backend in Self.backends {
+            if let reason = backend.absentBecause { print("rlm sandbox exec: \(backend.name) absent: \(reason)") }
+        }
+        #expect(Self.present.contains { $0.name == "process" })
+    }
+
+    @Test("exit codes and output", arguments: present)
+    func exitCodes(_ backend: Backend) async throws {
+        let cases: [(code: String, status: Int32, stdout: String, stderr: String)] = [
+            ("print('hi')", 0, "hi\n", ""),
+            (
+                "import sys\nprint('out')\nprint('err', file=sys.stderr)\nraise ValueError('boom')", 1, "out\n",
+                "ValueError: boom"
+            ),
+            ("import sys\nsys.exit(0)", 0, "", ""),
+            ("import sys\nsys.exit(3)", 1, "", "SystemExit"),
+            ("while True:\n    pass", 124, "", "Timeout"),
+            ("x = bytearray(8 << 30)", 137, "", "MemoryError"),
+        ]
+        for item in cases {
+            let timeout = backend.name == "wasm" ? "20" : "2"
+            let result = try await runRLM(
+                ["sandbox", "exec"] + backend.flags + [
+                    "--timeout", item.status == 124 ? "2" : timeout, "--memory", "256", "-",
+                ],
+                stdin: item.code)
+            #expect(result.status == item.status, "\(backend.name): \(item.code): \(result.stderr)")
+            #expect(result.stdout == item.stdout, "\(backend.name): \(item.code)")
+            if !item.stderr.isEmpty {
+                #expect(result.stderr.contains(item.stderr), "\(backend.name): \(item.code): \(result.stderr)")
+            }
+        }
+    }
+
+    @Test("--json has the contract's fields", arguments: present)
+    func json(_ backend: Backend) async throws {
+        let result = try await runRLM(
+            ["sandbox", "exec"] + backend.flags + ["--json", "--timeout", "30", "-"],
+            stdin: "import sys\nprint('a')\nprint('b', file=sys.stderr)\n1/0\n")
+        #expect(result.status == 1, "\(result.stderr)")
+        let json = try #require(result.json, "\(result.stdout) \(result.stderr)")
+        #expect(Set(json.keys) == ["stdout", "stderr", "error", "timed_out", "duration_ms"])
+        #expect(json["stdout"] as? String == "a\n")
+        #expect((json["stderr"] as? String)?.hasPrefix("b\n") == true)
+        let error = try #require(json["error"] as? [String: Any])
+        #expect(error["type"] as? String == "ZeroDivisionError")
+        #expect(json["timed_out"] as? Bool == false)
+    }
+
+    @Test("setup errors exit 2 with a message naming what to do")
+    func setupErrors() async throws {
+        let noCommand = try await runRLM(["sandbox", "exec", "--backend", "command", "-"], stdin: "1")
+        #expect(noCommand.status == 2)
+        #expect(noCommand.stderr.contains("--command"))
+        let notFound = try await runRLM(
+            ["sandbox", "exec", "--backend", "command", "--command", "/no/such/kubectl exec -i pod --", "-"], stdin: "1"
+        )
+        #expect(notFound.status == 2)
+        #expect(notFound.stderr.contains("/no/such/kubectl"))
+        let notAWorker = try await runRLM(
+            ["sandbox", "exec", "--backend", "command", "--command", "echo hello", "-"], stdin: "1")
+        #expect(notAWorker.status == 2)
+        #expect(notAWorker.stderr.contains("must start Python"), "\(notAWorker.stderr)")
+        let unknown = try await runRLM(["sandbox", "exec", "--backend", "vm", "-"], stdin: "1")
+        #expect(unknown.status == 2)
+        #expect(unknown.stderr.contains("process, container, wasm, command"))
+        let stray = try await runRLM(["sandbox", "exec", "--command", "python3", "-"], stdin: "1")
+        #expect(stray.status == 2)
+    }
+
+    @Test("rlm doctor --backend command reports the host's layers in force and the far side's as seen")
+    func doctorCommand() async throws {
+        let result = try await runRLM(
+            [
+                "doctor", "--json", "--backend", "command", "--command",
+                "prlimit --as=\(512 << 20) /usr/bin/python3 -I -S",
+            ])
+        #expect(result.status == 0, "\(result.stderr)")
+        let data = Data(result.stdout.utf8)
+        let checks = try #require(try JSONSerialization.jsonObject(with: data) as? [[String: Any]])
+        let status = Dictionary(
+            uniqueKeysWithValues: checks.map { ($0["feature"] as? String ?? "", $0["status"] as? String ?? "") })
+        #expect(status["host-side kill"] == "in force")
+        #expect(status["clean environment for the command"] == "in force")
+        #expect(status["memory limit"] == "in force", "prlimit's RLIMIT_AS is seen on the far side")
+        #expect(status["network"] == "missing", "a plain python3 on the host has the host's network")
+    }
+}
