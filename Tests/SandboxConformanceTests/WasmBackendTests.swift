@@ -126,16 +126,34 @@ struct WasmBackendTests {
             #expect(!result.stateLost)
             result = try await session.run("x", timeout: Self.slow)
             #expect(result.stdout == "41\n")
+
+            // fd 1 is the channel itself in the guest: bytes written there raw break the framing, and the host kills
+            // the session as a protocol violation.
+            await #expect {
+                _ = try await session.run("import os\nos.write(1, b'\\x00\\x00\\x00\\x05hello')", timeout: Self.slow)
+            } throws: { error in
+                (error as? SandboxError)?.isProtocolViolation == true
+            }
+            #expect(await !session.isAlive)
         }
     }
 
-    @Test("a cell spinning in pure Python past its timeout is killed and its state reported lost")
-    func cpuLoopIsKilled() async throws {
+    /// Cells the interrupt cannot stop: one spinning in pure Python (nothing reads the channel meanwhile) and one
+    /// blocked in a host call that does not watch the channel (a select on no descriptor).
+    static let unstoppable = [
+        "while True:\n    pass",
+        "import select\nwhile True:\n    try:\n        select.select([], [], [], 600)\n    except BaseException:\n        pass",
+    ]
+
+    @Test(
+        "a cell that ignores the interrupt past its timeout is killed and its state reported lost",
+        arguments: unstoppable)
+    func unstoppableCellIsKilled(code: String) async throws {
         var configuration = sandbox().configuration
         configuration.interruptGrace = .seconds(1)
         try await WasmSandbox(configuration: configuration).withSession { session in
             let start = ContinuousClock.now
-            let result = try await session.run("while True:\n    pass", timeout: .seconds(2))
+            let result = try await session.run(code, timeout: .seconds(2))
             #expect(result.timedOut)
             #expect(result.stateLost)
             #expect(ContinuousClock.now - start < .seconds(60))
