@@ -293,10 +293,19 @@ struct ContainerBackendTests {
     @Test(.enabled(if: ContainerTestMachine.ready, ContainerTestMachine.reason))
     func memoryBombIsKilledAndReportedAsMemory() async throws {
         try await ContainerTestMachine.withSession { session, _ in
-            // The work dir's tmpfs pages count against the container's memory and cannot be swapped or dropped:
-            // fill it, then grow the heap in small steps (each under the data ulimit) until the kernel kills.
+            // Each process stays under the data ulimit, so only the container's memory cgroup can stop them: the
+            // worker fills the work dir (tmpfs pages count against the container and cannot be dropped) and holds
+            // 180 MiB, then a child forked beforehand grows until the kernel kills the largest process — the worker.
             let result = try await session.run(
                 """
+                import os
+                r, w = os.pipe()
+                if os.fork() == 0:
+                    os.read(r, 1)
+                    hold = []
+                    for _ in range(1000):
+                        hold.append(b'y' * (1 << 20))
+                    os._exit(0)
                 chunk = b'x' * (1 << 20)
                 try:
                     with open('/tmp/fill', 'wb') as f:
@@ -304,13 +313,14 @@ struct ContainerBackendTests {
                             f.write(chunk)
                 except OSError:
                     pass
-                hold = []
-                for _ in range(4000):
-                    hold.append(bytearray(1 << 20))
+                big = b'z' * (180 << 20)
+                os.write(w, b'g')
+                os.wait()
                 print('survived')
                 """, timeout: .seconds(30))
             #expect(result.memoryExceeded, "\(result.error?.type ?? "no error"): \(result.error?.message ?? "")")
             #expect(!result.timedOut)
+            #expect(result.stateLost, "the kernel's OOM kill, not Python's MemoryError, is what this checks")
             #expect(result.error?.type == "MemoryError", "\(result.error?.message ?? "")")
         }
     }
@@ -415,6 +425,7 @@ struct ContainerBackendTests {
             configuration: ContainerTestMachine.configuration(),
             options: .init(engine: "podman", image: ContainerTestMachine.image))
         #expect(started)
+        for check in checks { print("container doctor: \(check.feature): \(check.status.rawValue) — \(check.detail)") }
         let byName = Dictionary(checks.map { ($0.feature, $0) }, uniquingKeysWith: { first, _ in first })
         for feature in [
             "container", "network none", "read-only root", "non-root uid", "no capabilities", "no_new_privs",
@@ -442,6 +453,29 @@ struct ContainerBackendTests {
             print("container backend: cold start \(started), empty-cell round trip (median of 20) \(median)")
             #expect(started < .seconds(10))
             #expect(median < .milliseconds(100))
+            // A context several times the engine's stdin relay buffers, inline on the channel.
+            let text = String(repeating: "0123456789abcdef", count: 20 << 16)
+            let before = clock.now
+            try await session.loadContext(.text(text))
+            print(
+                "container backend: a \(text.utf8.count >> 20) MiB text context loaded inline in \(clock.now - before)")
+            #expect(try await session.run("print(len(context))").stdout == "\(text.utf8.count)\n")
         }
+    }
+
+    @Test(.enabled(if: ContainerTestMachine.ready, ContainerTestMachine.reason))
+    func anImageWithoutTheInterpreterFailsToStartWithAReason() async throws {
+        let sandbox = ContainerSandbox(
+            configuration: ContainerTestMachine.configuration(),
+            options: .init(engine: "podman", image: ContainerTestMachine.image, python: "/usr/bin/python9"))
+        let name = ContainerLabels.newName()
+        do {
+            _ = try await sandbox.startSession(handler: nil, name: name)
+            Issue.record("a session started without an interpreter")
+        } catch let error as SandboxError {
+            #expect(error.isSetupError)
+            #expect(error.message.contains("/usr/bin/python9"), "\(error.message)")
+        }
+        #expect(!ContainerTestMachine.exists(name), "the failed container was left behind")
     }
 }
