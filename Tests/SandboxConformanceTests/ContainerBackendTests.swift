@@ -176,6 +176,27 @@ struct ContainerBackendTests {
         #expect(ContainerSandbox.detectEngine("/nonexistent/podman") == nil)
     }
 
+    @Test(
+        .enabled(
+            if: SwiftRLMPaths.executable(named: "docker") != nil
+                && (try? ChildProcess.runToCompletion(
+                    ["/usr/bin/env", "-i", SwiftRLMPaths.executable(named: "docker")!, "info"], timeout: .seconds(5)))?
+                    .succeeded == false,
+            "needs a docker client whose daemon is not reachable (as on CI machines without dockerd)"))
+    func aDockerClientWithoutADaemonIsNotAnEngine() async throws {
+        #expect(ContainerSandbox.detectEngine("docker") == nil)
+        if let podman = SwiftRLMPaths.executable(named: "podman") {
+            #expect(ContainerSandbox.detectEngine() == podman, "podman comes first")
+        }
+        do {
+            _ = try await ContainerSandbox(options: .init(engine: "docker")).startSession(handler: nil)
+            Issue.record("a session started on a docker client with no daemon")
+        } catch let error as SandboxError {
+            #expect(error.isSetupError)
+            #expect(error.message.contains("cannot reach its daemon"), "\(error.message)")
+        }
+    }
+
     // MARK: - With podman
 
     @Test(.enabled(if: ContainerTestMachine.ready, ContainerTestMachine.reason))
@@ -347,6 +368,8 @@ struct ContainerBackendTests {
             #expect(result.timedOut)
             #expect(result.stateLost)
             #expect(!(await session.isAlive))
+            // Killed and removed by the time the cell's result is back, not merely its `run` client.
+            #expect(!ContainerTestMachine.exists(name), "\(name) survived the timeout")
         }
         #expect(ContainerTestMachine.isRunning(bystander), "the bystander container was touched")
     }
