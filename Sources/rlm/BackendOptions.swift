@@ -3,6 +3,7 @@ import Foundation
 import RLM
 import RLMRuntime
 import RLMSandbox
+import RLMWasm
 
 /// `--backend` and the options of each backend, shared by every command that runs code.
 struct BackendOptions: ParsableArguments {
@@ -60,9 +61,12 @@ struct BackendOptions: ParsableArguments {
     func resolve() throws -> SandboxBackend {
         switch backend {
         case "command": return .command(try CommandSandbox.parse(command ?? ""))
-        case "process": return .process
-        default:
-            throw SandboxError.setup("the \(backend) backend is not available in this build; use --backend process")
+        case "container":
+            var options = ContainerSandbox.Options(engine: containerEngine)
+            if let image { options.image = image }
+            return .container(options)
+        case "wasm": return .wasm(WasmSandbox.Options(runtimePath: wasmRuntime))
+        default: return .process
         }
     }
 }

@@ -3,6 +3,7 @@ import Foundation
 import RLM
 import RLMRuntime
 import RLMSandbox
+import RLMWasm
 
 struct DoctorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -27,6 +28,10 @@ struct DoctorCommand: AsyncParsableCommand {
         switch try backend.resolve() {
         case .process:
             report = await SandboxDoctor.run(configuration: configuration)
+        case .container(let options):
+            report = await ContainerDoctor.run(configuration: configuration, options: options)
+        case .wasm(let options):
+            report = await WasmDoctor.run(configuration: configuration, options: options)
         case .command(let words):
             report = await CommandDoctor.run(command: words, configuration: configuration)
         }

@@ -8,7 +8,7 @@ struct SandboxCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sandbox",
         abstract: "Run Python in the isolated sandbox.",
-        subcommands: [SandboxExec.self, SandboxREPL.self]
+        subcommands: [SandboxExec.self, SandboxREPL.self, SandboxPull.self]
     )
 }
 

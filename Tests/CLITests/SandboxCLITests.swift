@@ -51,9 +51,10 @@ struct SandboxCLITests {
         let missing = try await runRLM(["sandbox", "exec", "/nonexistent/file.py"])
         #expect(missing.status == 2)
         #expect(missing.stderr.contains("/nonexistent/file.py"))
-        let backend = try await runRLM(["sandbox", "exec", "--backend", "wasm", "-"], stdin: "1")
+        let backend = try await runRLM(
+            ["sandbox", "exec", "--backend", "wasm", "--wasm-runtime", "/no/such.wasm", "-"], stdin: "1")
         #expect(backend.status == 2)
-        #expect(backend.stderr.contains("wasm"))
+        #expect(backend.stderr.contains("/no/such.wasm"), "\(backend.stderr)")
         let python = try await runRLM(["sandbox", "exec", "--python", "/nonexistent/python3", "-"], stdin: "1")
         #expect(python.status == 2)
         #expect(python.stderr.contains("apt-get install -y python3"))

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import RLM
+import RLMWasm
 import Testing
 
 @testable import RLMSandbox
@@ -18,10 +19,36 @@ struct BackendUnderTest: Sendable, CustomTestStringConvertible {
     var testDescription: String { name }
 
     /// Every backend; the suite runs the present ones and names the absent ones with the reason.
-    static let all: [BackendUnderTest] = [process, command] + extra
+    static let all: [BackendUnderTest] = [process, command, container, wasm]
 
-    /// Backends contributed by other files (container, wasm): each adds itself here.
-    static let extra: [BackendUnderTest] = []
+    /// The container backend on podman with the local test image scripts/container_image.sh builds (root only).
+    static let container: BackendUnderTest = {
+        let image =
+            ProcessInfo.processInfo.environment["SWIFTRLM_CONTAINER_IMAGE"] ?? "localhost/swiftrlm-test-python:bookworm"
+        let engine = ContainerSandbox.detectEngine("podman")
+        var absent: String?
+        if geteuid() != 0 {
+            absent = "the container tests run as root (podman's root store, where scripts/test builds the image)"
+        } else if let engine {
+            if (try? ContainerEngine(path: engine).checkImage(image)) == nil {
+                absent = "the image \(image) is missing: scripts/container_image.sh builds it (scripts/test does)"
+            }
+        } else {
+            absent = "podman is not installed: apt-get install -y podman runc (scripts/test does)"
+        }
+        return BackendUnderTest(
+            name: "container",
+            make: { ContainerSandbox(configuration: $0, options: .init(engine: "podman", image: image)) },
+            absentBecause: absent, interruptsCells: true)
+    }()
+
+    /// The wasm backend on the pulled runtime (`rlm sandbox pull`). Its cells cannot be interrupted (no signals in
+    /// WASI): past the timeout the guest is stopped and its state is lost.
+    static let wasm = BackendUnderTest(
+        name: "wasm", make: { WasmSandbox(configuration: $0) },
+        absentBecause: WasmSandbox.runtimePath() == nil
+            ? "the wasm runtime is not pulled: rlm sandbox pull (scripts/test does)" : nil,
+        interruptsCells: false)
 
     static let process = BackendUnderTest(
         name: "process", make: { ProcessSandbox(configuration: $0) }, absentBecause: nil, interruptsCells: true)
