@@ -21,7 +21,7 @@ die() {
     exit 1
 }
 
-command -v "$engine" >/dev/null 2>&1 || die "$engine is not installed (apt-get install -y podman runc)"
+command -v "$engine" >/dev/null 2>&1 || die "$engine is not installed (apt-get install -y podman runc catatonit)"
 if "$engine" image inspect "$image" >/dev/null 2>&1; then
     say "$image is already present; nothing to do (remove it with: $engine rmi $image)"
     exit 0

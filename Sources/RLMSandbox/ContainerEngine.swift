@@ -63,7 +63,7 @@ struct ContainerEngine: Sendable, Hashable {
         return engine
     }
 
-    private static let installHint = "install podman with `apt-get install -y podman runc`"
+    private static let installHint = "install podman with `apt-get install -y podman runc catatonit`"
 
     private static func find(_ preferred: String?) throws -> ContainerEngine {
         if let preferred {
@@ -219,7 +219,11 @@ struct ContainerEngine: Sendable, Hashable {
             text +=
                 ". crun cannot manage this host's cgroups: `apt-get install -y runc` (used automatically) or "
                 + "pass --runtime runc"
-        } else if lowered.contains("executable file not found") || lowered.contains("no such file or directory") {
+        } else if lowered.contains("init binary") {
+            text += ". The engine's init (--init) is missing: `apt-get install -y catatonit` for podman"
+        } else if lowered.contains("failed to exec pid1") || lowered.contains("executable file not found")
+            || lowered.contains("no such file or directory")
+        {
             text +=
                 ". The image may have no '\(options.python)': use an image with Python 3, or name its "
                 + "interpreter's path"

@@ -16,7 +16,8 @@ private enum ContainerTestMachine {
         return (try? engine.checkImage(image)) != nil
     }()
     static let reason = Comment(
-        rawValue: "needs root, podman and the image \(image): apt-get install -y podman runc debootstrap, then "
+        rawValue:
+            "needs root, podman and the image \(image): apt-get install -y podman runc catatonit debootstrap, then "
             + "scripts/container_image.sh (scripts/test does both)")
 
     static func configuration(timeout: Duration = .seconds(10), memoryMB: Int = 256, workDirMB: Int = 64)

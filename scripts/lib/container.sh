@@ -1,7 +1,8 @@
 # Sourced by scripts/test (after scripts/lib/setup.sh): what the container backend's tests need.
 #
-#   need_container_backend    installs podman, runc and debootstrap (as root, when missing), then builds the local
-#                             test image with scripts/container_image.sh (skipped when it exists). Prints each step
+#   need_container_backend    installs podman, runc, catatonit (the --init every sandbox container runs) and
+#                             debootstrap (as root, when missing), then builds the local test image with
+#                             scripts/container_image.sh (skipped when it exists). Prints each step
 #                             and its time; returns 1 with the reason when this machine cannot have them (not root),
 #                             so the caller can name the skip; exits on a real failure (apt or the image build).
 
@@ -12,6 +13,7 @@ need_container_backend() {
     local missing=() start
     command -v podman >/dev/null 2>&1 || missing+=(podman)
     command -v runc >/dev/null 2>&1 || missing+=(runc)
+    command -v catatonit >/dev/null 2>&1 || missing+=(catatonit)
     command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
     if [ ${#missing[@]} -gt 0 ]; then
         if [ "$(id -u)" != 0 ]; then
