@@ -144,11 +144,9 @@ final class WasmSystemInterface: @unchecked Sendable {
         replace("fd_close") { [unowned self] memory, args, original in
             let fd = args[0].u32
             if fd <= 2 { return [.i32(WASIErrno.success)] }  // the channel stays the channel
-            let size = self.regularFileSize(fd: fd)
             let result = try original.implementation(memory, args)
             if result.first?.u32 == WASIErrno.success, self.openFiles.remove(fd) != nil, self.openFiles.isEmpty {
                 // Unlinked files held open are freed with their last descriptor.
-                _ = size
                 self.workDirBytes = max(0, self.workDirBytes - self.pendingCredit)
                 self.pendingCredit = 0
             }
@@ -352,7 +350,7 @@ final class WasmSystemInterface: @unchecked Sendable {
                 Subscription(userdata: userdata, tag: tag, fd: Self.load32(memory, at: at &+ 16), deadline: deadline))
         }
         var fired = [(UInt64, UInt8, UInt16)]()  // userdata, type, error
-        func ready(after nanoseconds: UInt64) -> Bool {
+        func collectReady() -> Bool {
             let current = Self.monotonicNow()
             for sub in subs {
                 switch sub.tag {
@@ -367,7 +365,7 @@ final class WasmSystemInterface: @unchecked Sendable {
             return !fired.isEmpty
         }
         let watchesStdin = subs.contains { $0.tag == 1 && $0.fd == 0 }
-        while !ready(after: 0) {
+        while !collectReady() {
             let deadline = subs.filter { $0.tag == 0 }.map(\.deadline).min() ?? .max
             let current = Self.monotonicNow()
             // Milliseconds, rounded up: a sleep never ends early.
@@ -381,7 +379,7 @@ final class WasmSystemInterface: @unchecked Sendable {
             if fds[0].revents != 0 { throw GuestStopped(description: "the session was killed") }
             if watchesStdin && fds[1].revents != 0 {
                 for sub in subs where sub.tag == 1 && sub.fd == 0 { fired.append((sub.userdata, 1, 0)) }
-                _ = ready(after: 0)
+                _ = collectReady()
                 break
             }
         }
