@@ -59,10 +59,11 @@ struct BackendCLITests {
             ("import sys\nsys.exit(0)", 0, "", ""),
             ("import sys\nsys.exit(3)", 1, "", "SystemExit"),
             ("while True:\n    pass", 124, "", "Timeout"),
-            ("x = bytearray(8 << 30)", 137, "", "MemoryError"),
+            ("x = bytearray(1 << 30)", 137, "", "MemoryError"),
         ]
-        for item in cases {
-            let timeout = backend.name == "wasm" ? "20" : "2"
+        // A wasm session takes ~40 s to start in a debug build: the cases that differ between backends only.
+        for item in cases where backend.name != "wasm" || [0, 124, 137].contains(item.status) || item.stdout == "out\n" {
+            let timeout = backend.name == "wasm" ? "600" : "20"
             let result = try await runRLM(
                 ["sandbox", "exec"] + backend.flags + [
                     "--timeout", item.status == 124 ? "2" : timeout, "--memory", "256", "-",

@@ -15,6 +15,10 @@ struct BackendUnderTest: Sendable, CustomTestStringConvertible {
     let absentBecause: String?
     /// A cell past its timeout is interrupted with its state kept (process-like backends), rather than killed.
     let interruptsCells: Bool
+    /// The tests share one live session (one at a time) instead of starting their own: the wasm backend's guest
+    /// takes ~40 s to start in a debug build (WasmKit unoptimized; 1 s in release), so a session per test would
+    /// cost minutes. A test that kills it (a timeout) makes the next one start afresh.
+    var sharesSessions = false
 
     var testDescription: String { name }
 
@@ -48,7 +52,7 @@ struct BackendUnderTest: Sendable, CustomTestStringConvertible {
         name: "wasm", make: { WasmSandbox(configuration: $0) },
         absentBecause: WasmSandbox.runtimePath() == nil
             ? "the wasm runtime is not pulled: rlm sandbox pull (scripts/test does)" : nil,
-        interruptsCells: false)
+        interruptsCells: false, sharesSessions: true)
 
     static let process = BackendUnderTest(
         name: "process", make: { ProcessSandbox(configuration: $0) }, absentBecause: nil, interruptsCells: true)
@@ -106,10 +110,64 @@ struct EchoHandler: SubcallHandler {
     }
 }
 
-/// Runs `body` in a fresh session of `backend` and always shuts it down.
+/// Runs `body` in a fresh session of `backend` and always shuts it down; for a backend that shares sessions, in its
+/// one live session (started with ``sharedConfiguration`` and ``EchoHandler``, whatever the test asked for).
 func withSession<T: Sendable>(
     _ backend: BackendUnderTest, _ configuration: ProcessSandbox.Configuration = conformanceConfiguration(),
     handler: (any SubcallHandler)? = EchoHandler(), _ body: (any SandboxSession) async throws -> T
 ) async throws -> T {
-    try await backend.make(configuration).withSession(handler: handler, body)
+    guard backend.sharesSessions else {
+        return try await backend.make(configuration).withSession(handler: handler, body)
+    }
+    let session = try await SharedSessions.shared.acquire(backend)
+    do {
+        let value = try await body(session)
+        await SharedSessions.shared.release(backend)
+        return value
+    } catch {
+        await SharedSessions.shared.release(backend)
+        throw error
+    }
+}
+
+/// The limits of a shared session: cells may take minutes in a debug build (the timeout tests pass their own).
+let sharedConfiguration: ProcessSandbox.Configuration = {
+    var configuration = conformanceConfiguration(timeout: .seconds(900), memoryMB: 256)
+    configuration.startTimeout = .seconds(900)
+    return configuration
+}()
+
+/// One live session per sharing backend, lent to one test at a time.
+actor SharedSessions {
+    static let shared = SharedSessions()
+    private var sessions: [String: any SandboxSession] = [:]
+    private var busy: Set<String> = []
+    private var waiters: [String: [CheckedContinuation<Void, Never>]] = [:]
+
+    /// Waits for the backend's session to be free, then lends it (started afresh when there is none or it died).
+    func acquire(_ backend: BackendUnderTest) async throws -> any SandboxSession {
+        while busy.contains(backend.name) {
+            await withCheckedContinuation { waiters[backend.name, default: []].append($0) }
+        }
+        busy.insert(backend.name)
+        if let session = sessions[backend.name], await session.isAlive { return session }
+        do {
+            let session = try await backend.make(sharedConfiguration).startSession(handler: EchoHandler())
+            sessions[backend.name] = session
+            return session
+        } catch {
+            release(backend)
+            throw error
+        }
+    }
+
+    /// Gives the session back for the next test.
+    func release(_ backend: BackendUnderTest) {
+        busy.remove(backend.name)
+        if var queue = waiters[backend.name], !queue.isEmpty {
+            let next = queue.removeFirst()
+            waiters[backend.name] = queue
+            next.resume()
+        }
+    }
 }
