@@ -250,13 +250,19 @@ final class ContainerHandle: Sendable {
     /// The kernel's count of OOM kills when the session started (see ``wasKilledForMemory()``).
     private let oomKillsAtStart: Int
 
-    init(engine: ContainerEngine, name: String) {
+    /// - Parameters:
+    ///   - engine: the engine that runs the container.
+    ///   - name: the container's name.
+    ///   - recordsID: make a private directory for `--cidfile` (a session's own container; not for a leftover).
+    init(engine: ContainerEngine, name: String, recordsID: Bool = true) {
         self.engine = engine
         self.name = name
         var template = Array("/tmp/swiftrlm-cid-XXXXXX".utf8CString)
-        cidFile = template.withUnsafeMutableBufferPointer { buffer in
-            mkdtemp(buffer.baseAddress!).map { String(cString: $0) + "/id" }
-        }
+        cidFile =
+            recordsID
+            ? template.withUnsafeMutableBufferPointer { buffer in
+                mkdtemp(buffer.baseAddress!).map { String(cString: $0) + "/id" }
+            } : nil
         oomKillsAtStart = Self.kernelOOMKills()
     }
 
@@ -430,7 +436,7 @@ enum ContainerOrphans {
         var removed = [String]()
         for container in parseListing(listed.stdout)
         where container.labels[ContainerLabels.sandbox] == "1" && !ContainerLabels.ownerIsAlive(container.labels) {
-            let handle = ContainerHandle(engine: engine, name: container.name)
+            let handle = ContainerHandle(engine: engine, name: container.name, recordsID: false)
             handle.remove()
             removed.append(container.name)
         }
