@@ -142,7 +142,7 @@ struct ConformanceTests {
                 print('secret' if any('sk-conformance' in v for v in os.environ.values()) else 'clean')
                 try:
                     socket.create_connection(('1.1.1.1', 53), timeout=2); print('connected')
-                except OSError:
+                except Exception:  # OSError; in WASI the socket module has no connect at all (AttributeError)
                     print('no network')
                 try:
                     open('/usr/rlm-conformance', 'w'); print('root writable')
