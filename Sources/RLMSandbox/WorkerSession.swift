@@ -30,6 +30,8 @@ package actor WorkerSession: SandboxSession {
     private var phase = Phase.running
     /// The current exchange's request has been written in full.
     private var requestSent = false
+    /// A context's bytes are going inline on the channel: no frame may be written into the middle of them.
+    private var loadingInline = false
 
     private init(
         host: any WorkerHost, configuration: ProcessSandbox.Configuration, payload: Data, workDir: String,
@@ -219,6 +221,8 @@ package actor WorkerSession: SandboxSession {
         // Without data pipes the bytes follow the frame on the channel: nothing else may be written to it meanwhile,
         // so no interrupt at the deadline (it would land inside the data), only the kill.
         let inline = host.dataPipes == nil
+        loadingInline = inline
+        defer { loadingInline = false }
         let streamed = ContextStream(files: source.files, pipe: host.dataPipes?.write ?? host.channelWriteFD)
         // Streaming can block while the worker builds the text; the deadline covers it: a cell's timeout plus
         // a second per 50 MB (the worker reads several hundred MB a second).
@@ -281,7 +285,8 @@ package actor WorkerSession: SandboxSession {
     }
 
     package func interrupt() async {
-        guard busy, endReason == nil else { return }
+        // During an inline load an interrupt frame would land inside the records; the load's deadline still holds.
+        guard busy, endReason == nil, !loadingInline else { return }
         try? await channel.send(HostMessage.encode(HostMessage.Control.interrupt))
     }
 
