@@ -79,7 +79,12 @@ public enum ContainerDoctor {
                 "--runtime \($0)" + (options.runtime == nil ? " (runc found; crun fails on hybrid cgroups)" : "")
             }
                 ?? "the engine's default")
-        if case .failure(let error) = await offPool({ Result { try engine.checkImage(options.image) } }) {
+        if case .failure(let error) = await offPool({
+            Result {
+                try ContainerEngine.validate(options: options)
+                try engine.checkImage(options.image)
+            }
+        }) {
             add("image", .missing, "\(error)")
             return (checks, false)
         }

@@ -116,14 +116,48 @@ struct ContainerEngine: Sendable, Hashable {
 
     // MARK: - The image
 
+    /// Checks the image name and the interpreter before either reaches an engine command line, where a value
+    /// starting with `-` would be read as an engine flag (`--privileged`) and whitespace or control characters
+    /// have no business in an image reference or a path.
+    /// - Throws: ``SandboxError/setup(_:)`` naming the option (`--image`, or the interpreter option).
+    static func validate(options: ContainerSandbox.Options) throws {
+        try validateImage(options.image)
+        let python = options.python
+        if python.isEmpty || python.hasPrefix("-") || !isPlain(python) {
+            throw SandboxError.setup(
+                "the container interpreter (ContainerSandbox.Options.python) '\(UntrustedText.visible(python))' is not "
+                    + "a name or a path: it must be non-empty, not start with '-', and hold no whitespace or control "
+                    + "characters")
+        }
+    }
+
+    /// Checks an image name (see ``validate(options:)``).
+    static func validateImage(_ image: String) throws {
+        if image.isEmpty || image.hasPrefix("-") || !isPlain(image) {
+            throw SandboxError.setup(
+                "--image '\(UntrustedText.visible(image))' is not an image name: it must be non-empty, not start "
+                    + "with '-' (it would be read as an engine flag), and hold no whitespace, control characters or NUL"
+            )
+        }
+    }
+
+    /// No whitespace, no control characters (NUL included).
+    private static func isPlain(_ text: String) -> Bool {
+        text.unicodeScalars.allSatisfy {
+            !$0.properties.isWhitespace && !CharacterSet.controlCharacters.contains($0)
+                && $0.properties.generalCategory != .format
+        }
+    }
+
     private static let imagesPresent = Mutex<Set<String>>([])
 
     /// Checks that `image` is present (sessions never pull); the answer is cached once positive.
     /// - Throws: ``SandboxError/setup(_:)`` saying how to get the image, or that the engine itself is broken.
     func checkImage(_ image: String) throws {
+        try Self.validateImage(image)
         let key = path + "\u{0}" + image
         if Self.imagesPresent.withLock({ $0.contains(key) }) { return }
-        guard let done = run(["image", "inspect", "--format", "{{.Id}}", image]) else {
+        guard let done = run(["image", "inspect", "--format", "{{.Id}}", "--", image]) else {
             throw SandboxError.setup("\(path) could not be started: " + Self.installHint)
         }
         if done.succeeded {
@@ -174,7 +208,7 @@ struct ContainerEngine: Sendable, Hashable {
         if let cidFile { argv += ["--cidfile", cidFile] }
         if let runtime { argv += ["--runtime", runtime] }
         argv += [
-            "--init", "--network", "none", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+            "--init", "--network", "none", "--ipc", "none", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
             "--read-only",
         ]
         // podman's --read-only would add writable tmpfs on /run, /tmp and /var/tmp; the work dir is the only one.
@@ -189,11 +223,12 @@ struct ContainerEngine: Sendable, Hashable {
         ]
         // Explicit, soft = hard: the engine's defaults copy the host's, and root without CAP_SYS_RESOURCE cannot
         // raise them. `data` caps the heap (anonymous private memory), so a large allocation raises MemoryError
-        // with the REPL kept rather than waking the OOM killer (`as` is not an option engines accept).
+        // with the REPL kept rather than waking the OOM killer (`as` is not an option engines accept). `msgqueue`
+        // 0: /dev/mqueue (the private IPC namespace's) takes no POSIX message queue, so it stores no bytes either.
         let ulimits: [(String, Int)] = [
             ("nofile", configuration.maxOpenFiles), ("nproc", configuration.maxProcessesPerUser),
             ("data", configuration.memoryLimitBytes), ("fsize", configuration.workDirBytes),
-            ("cpu", configuration.cpuSeconds), ("core", 0),
+            ("cpu", configuration.cpuSeconds), ("core", 0), ("msgqueue", 0),
         ]
         for (limit, value) in ulimits { argv += ["--ulimit", "\(limit)=\(value):\(value)"] }
         argv += ["--log-driver", "none", "--sig-proxy=false", "--hostname", Self.hostname]
@@ -273,16 +308,17 @@ final class ContainerHandle: Sendable {
         let engine = engine
         let name = name
         DispatchQueue.global().async {
-            _ = engine.run(["kill", "--signal", "KILL", name], timeout: .seconds(20))
+            _ = engine.run(["kill", "--signal", "KILL", "--", name], timeout: .seconds(20))
         }
     }
 
     /// Removes the container (killing it if it still runs), checks it is gone, and deletes the id file. Blocks.
     func remove() {
-        let force = engine.kind == .podman ? ["rm", "--force", "--time", "0", name] : ["rm", "--force", name]
+        let force =
+            engine.kind == .podman ? ["rm", "--force", "--time", "0", "--", name] : ["rm", "--force", "--", name]
         for attempt in 0..<3 {
             _ = engine.run(force, timeout: .seconds(30))
-            guard let check = engine.run(["container", "inspect", "--format", "{{.Name}}", name]),
+            guard let check = engine.run(["container", "inspect", "--format", "{{.Name}}", "--", name]),
                 check.succeeded
             else { break }
             if attempt < 2 { usleep(200_000) }
@@ -312,7 +348,7 @@ final class ContainerHandle: Sendable {
                 let done = engine.run(
                     [
                         "container", "inspect", "--format",
-                        "{{.State.Status}} {{.State.ExitCode}} {{.State.OOMKilled}}",
+                        "{{.State.Status}} {{.State.ExitCode}} {{.State.OOMKilled}}", "--",
                         name,
                     ], timeout: .seconds(10)), done.succeeded
             else { return false }
@@ -369,13 +405,29 @@ enum ContainerLabels {
     static let hostStart = "swiftrlm.host-start"
     /// The boot the owner ran in: after a reboot no owner is alive.
     static let hostBoot = "swiftrlm.host-boot"
+    /// Where the owner's pid means something: the machine (/etc/machine-id) and the pid namespace (the inode of
+    /// /proc/self/ns/pid). With a shared or remote engine (`DOCKER_HOST`, `CONTAINER_HOST`) or an owner in another
+    /// pid namespace, the pid and boot labels cannot be checked here, so the sweep leaves every container whose
+    /// identity is not this one's alone.
+    static let hostIdentity = "swiftrlm.host-id"
 
     /// This process's labels.
     static let current: [String: String] = {
         var labels = [sandbox: "1", hostPID: "\(getpid())"]
         if let start = startTime(of: getpid()) { labels[hostStart] = start }
         if let boot = bootID() { labels[hostBoot] = boot }
+        if let identity = currentIdentity { labels[hostIdentity] = identity }
         return labels
+    }()
+
+    /// `<machine-id>/pidns:<inode>`, or `nil` when either is unreadable (then nothing is ever swept).
+    static let currentIdentity: String? = {
+        let machine = ["/etc/machine-id", "/var/lib/dbus/machine-id"].lazy.compactMap {
+            (try? String(contentsOfFile: $0, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+        }.first { !$0.isEmpty && $0.allSatisfy(\.isHexDigit) }
+        var info = stat()
+        guard let machine, stat("/proc/self/ns/pid", &info) == 0 else { return nil }
+        return "\(machine)/pidns:\(info.st_ino)"
     }()
 
     /// A fresh container name: `swiftrlm-<pid>-<random>`.
@@ -396,6 +448,16 @@ enum ContainerLabels {
     static func bootID() -> String? {
         (try? String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8))?
             .trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Whether a listed container is this host's to remove: a SwiftRLM sandbox labelled with this host's identity
+    /// (same machine, same pid namespace) whose owner is no longer alive. A container without the identity label,
+    /// or with another one, is never an orphan here, whatever its pid and boot labels say.
+    static func isOrphanHere(_ labels: [String: String]) -> Bool {
+        guard labels[sandbox] == "1", let identity = currentIdentity, labels[hostIdentity] == identity else {
+            return false
+        }
+        return !ownerIsAlive(labels)
     }
 
     /// Whether the process that labelled a container still runs: same boot, its pid alive and started when the
@@ -425,7 +487,8 @@ enum ContainerOrphans {
         }
     }
 
-    /// Lists the SwiftRLM containers and removes, by name, those whose owner is dead. Blocks.
+    /// Lists the SwiftRLM containers and removes, by name, those of this host's identity whose owner is dead (see
+    /// ``ContainerLabels/isOrphanHere(_:)``). Blocks.
     static func sweep(engine: ContainerEngine) -> [String] {
         let format = engine.kind == .podman ? "json" : "{{json .}}"
         guard
@@ -434,8 +497,7 @@ enum ContainerOrphans {
             listed.succeeded
         else { return [] }
         var removed = [String]()
-        for container in parseListing(listed.stdout)
-        where container.labels[ContainerLabels.sandbox] == "1" && !ContainerLabels.ownerIsAlive(container.labels) {
+        for container in parseListing(listed.stdout) where ContainerLabels.isOrphanHere(container.labels) {
             let handle = ContainerHandle(engine: engine, name: container.name, recordsID: false)
             handle.remove()
             removed.append(container.name)

@@ -9,11 +9,11 @@ import Synchronization
 ///
 /// Every container is hardened the same way, whatever the image: `--network none`, every capability dropped,
 /// `no-new-privileges`, the engine's default seccomp profile, a read-only root with a size-capped `nosuid,nodev,noexec`
-/// tmpfs on `/tmp` as the only writable place, uid/gid 65534, memory with swap included (`--memory` =
-/// `--memory-swap`), CPUs, a pids limit, explicit `nofile`, `nproc`, `data`, `fsize`, `cpu` and `core` ulimits, no
-/// log copy of the channel (`--log-driver none`), an init that reaps orphans (`--init`), and an environment made
-/// of `HOME`, `TMPDIR`, `PATH` and `LANG` alone: the engine client itself runs with a scrubbed environment, so none
-/// of this process's variables (API keys) can reach the container.
+/// tmpfs on `/tmp` as the only writable place (`--ipc none`: no `/dev/shm`), uid/gid 65534, memory with swap
+/// included (`--memory` = `--memory-swap`), CPUs, a pids limit, explicit `nofile`, `nproc`, `data`, `fsize`, `cpu`,
+/// `core` and `msgqueue` ulimits, no log copy of the channel (`--log-driver none`), an init that reaps orphans
+/// (`--init`), and an environment made of `HOME`, `TMPDIR`, `PATH` and `LANG` alone: the engine client itself runs
+/// with a scrubbed environment, so none of this process's variables (API keys) can reach the container.
 ///
 /// Containers are named `swiftrlm-<pid>-<random>` and labelled with the owning process (``ContainerLabels``); a
 /// session removes its container by name when it ends — killing it first (`kill`, then `rm -f`), because killing the
@@ -90,6 +90,7 @@ public struct ContainerSandbox: Sandbox {
     func startSession(handler: (any SubcallHandler)?, name: String) async throws -> any SandboxSession {
         let options = options
         let configuration = configuration
+        try ContainerEngine.validate(options: options)
         let engine = try await offPool { Result { try ContainerEngine.resolve(options.engine) } }.get()
         let runtime = await offPool { engine.runtimeArgument(options.runtime) }
         try await offPool { Result { try engine.checkImage(options.image) } }.get()
@@ -144,9 +145,11 @@ public struct ContainerSandbox: Sandbox {
         (try? ContainerEngine.resolve(preferred))?.path
     }
 
-    /// Removes the containers that sessions of processes no longer running left behind (labelled `swiftrlm.sandbox`,
-    /// whose owner's pid is gone or belongs to another process now), and only those: containers of live processes
-    /// and anything not labelled by SwiftRLM are never touched. Sessions do this once per process on their own.
+    /// Removes the containers that sessions of processes no longer running left behind (labelled `swiftrlm.sandbox`
+    /// and this host's identity — machine id and pid namespace — whose owner's pid is gone or belongs to another
+    /// process now), and only those: containers of live processes, of another host or pid namespace (a shared or
+    /// remote engine), and anything not labelled by SwiftRLM are never touched. Sessions do this once per process
+    /// on their own.
     /// - Parameter engine: `podman`, `docker`, a path, or `nil` to detect.
     /// - Returns: the names of the containers removed.
     public static func removeOrphanedContainers(engine: String? = nil) async -> [String] {

@@ -111,12 +111,13 @@ struct ContainerBackendTests {
             options: .init(image: "img", cpus: 1.5), runtime: "/usr/bin/runc", cidFile: "/tmp/x/id")
         let line = argv.joined(separator: " ")
         for flag in [
-            "run --interactive --pull never --name swiftrlm-1-abc", "--network none", "--cap-drop ALL",
+            "run --interactive --pull never --name swiftrlm-1-abc", "--network none", "--ipc none", "--cap-drop ALL",
             "--security-opt no-new-privileges", "--read-only --read-only-tmpfs=false",
             "--tmpfs /tmp:rw,size=67108864,mode=1777,nosuid,nodev,noexec", "--user 65534:65534",
             "--memory 603979776 --memory-swap 603979776", "--cpus 1.50", "--pids-limit 48",
             "--ulimit nofile=256:256", "--ulimit nproc=1024:1024", "--ulimit data=536870912:536870912",
-            "--ulimit core=0:0", "--log-driver none", "--unsetenv-all", "--runtime /usr/bin/runc", "--init",
+            "--ulimit core=0:0", "--ulimit msgqueue=0:0", "--log-driver none", "--unsetenv-all",
+            "--runtime /usr/bin/runc", "--init",
             "--label swiftrlm.sandbox=1", "--entrypoint python3 img -I -S -c",
         ] {
             #expect(line.contains(flag), "missing \(flag)")
@@ -163,6 +164,62 @@ struct ContainerBackendTests {
         rebooted[ContainerLabels.hostBoot] = "00000000-0000-0000-0000-000000000000"
         #expect(!ContainerLabels.ownerIsAlive(rebooted))
         #expect(ContainerLabels.ownerIsAlive(["swiftrlm.sandbox": "1"]), "no owner label: not ours to judge")
+    }
+
+    @Test func sweepJudgesOnlyContainersOfThisHostIdentity() throws {
+        let identity = try #require(ContainerLabels.currentIdentity, "no /etc/machine-id or /proc/self/ns/pid here")
+        var info = stat()
+        #expect(stat("/proc/self/ns/pid", &info) == 0 && identity.hasSuffix("/pidns:\(info.st_ino)"))
+        #expect(ContainerLabels.current[ContainerLabels.hostIdentity] == identity)
+        // An owner that is gone here: a pid that cannot exist (above pid_max's ceiling).
+        var dead = ContainerLabels.current
+        dead[ContainerLabels.hostPID] = "4194305"
+        #expect(ContainerLabels.isOrphanHere(dead))
+        #expect(!ContainerLabels.isOrphanHere(ContainerLabels.current), "a live owner's container is not an orphan")
+        // Another machine or pid namespace (a remote or shared engine): its pid and boot mean nothing here.
+        var elsewhere = dead
+        elsewhere[ContainerLabels.hostIdentity] = "0123456789abcdef0123456789abcdef/pidns:4026531836"
+        #expect(!ContainerLabels.isOrphanHere(elsewhere))
+        var otherNamespace = dead
+        otherNamespace[ContainerLabels.hostIdentity] = identity.replacingOccurrences(of: "/pidns:", with: "/pidns:9")
+        #expect(!ContainerLabels.isOrphanHere(otherNamespace))
+        var otherBoot = elsewhere
+        otherBoot[ContainerLabels.hostBoot] = "00000000-0000-0000-0000-000000000000"
+        #expect(!ContainerLabels.isOrphanHere(otherBoot), "another boot of another host is not a reboot of this one")
+        var unlabelled = dead
+        unlabelled[ContainerLabels.hostIdentity] = nil
+        #expect(!ContainerLabels.isOrphanHere(unlabelled), "no identity label: not known to be this host's")
+    }
+
+    @Test func imagesAndInterpretersThatLookLikeFlagsAreSetupErrors() async throws {
+        for image in [
+            "--privileged", "-v", "", "img name", "img\tx", "img\u{0}x", "img\nx", "img\u{7F}", "img\u{200B}x",
+        ] {
+            // The engine is never asked: the name is refused before any command line is built.
+            let sandbox = ContainerSandbox(options: .init(engine: "/nonexistent/podman", image: image))
+            do {
+                _ = try await sandbox.startSession(handler: nil)
+                Issue.record("image \(image.debugDescription) was accepted")
+            } catch let error as SandboxError {
+                #expect(error.isSetupError && error.message.contains("--image"), "\(error)")
+                #expect(!error.message.contains("was not found"), "checked after the engine: \(error)")
+            }
+            #expect(throws: SandboxError.self) { try ContainerEngine(path: "/bin/false").checkImage(image) }
+        }
+        for python in ["-c", "--version", "", "python3 -c", "py\u{0}"] {
+            let sandbox = ContainerSandbox(options: .init(engine: "/nonexistent/podman", image: "img", python: python))
+            do {
+                _ = try await sandbox.startSession(handler: nil)
+                Issue.record("interpreter \(python.debugDescription) was accepted")
+            } catch let error as SandboxError {
+                #expect(error.isSetupError && error.message.contains("interpreter"), "\(error)")
+            }
+        }
+        for good in ["localhost/swiftrlm-test-python:bookworm", "python:3.12-slim", "registry:5000/a/b@sha256:0f"] {
+            #expect(throws: Never.self) {
+                try ContainerEngine.validate(options: .init(image: good, python: "/usr/bin/python3"))
+            }
+        }
     }
 
     @Test func missingEngineIsASetupErrorThatSaysWhatToInstall() async throws {
@@ -406,6 +463,81 @@ struct ContainerBackendTests {
         #expect(removed.isDisjoint(with: [live, unrelated]), "\(removed)")
         #expect(!ContainerTestMachine.exists(dead) && !ContainerTestMachine.exists(reused))
         #expect(ContainerTestMachine.isRunning(live) && ContainerTestMachine.isRunning(unrelated))
+    }
+
+    @Test(.enabled(if: ContainerTestMachine.ready, ContainerTestMachine.reason))
+    func sweepLeavesContainersOfAnotherHostIdentity() async throws {
+        let engine = try #require(ContainerTestMachine.engine)
+        let tag = String(format: "%08x", UInt32.random(in: 0...UInt32.max))
+        let ours = "swiftrlm-test-ours-\(tag)"
+        let remote = "swiftrlm-test-remote-\(tag)"
+        let namespace = "swiftrlm-test-pidns-\(tag)"
+        let unlabelled = "swiftrlm-test-noid-\(tag)"
+        defer { ContainerTestMachine.removeForce([ours, remote, namespace, unlabelled]) }
+        // All four look dead from here: a pid that cannot exist, another boot.
+        var dead = ContainerLabels.current
+        dead[ContainerLabels.hostPID] = "4194305"
+        dead[ContainerLabels.hostBoot] = "00000000-0000-0000-0000-000000000000"
+        var remoteLabels = dead
+        remoteLabels[ContainerLabels.hostIdentity] = "0123456789abcdef0123456789abcdef/pidns:4026531836"
+        var namespaceLabels = dead
+        namespaceLabels[ContainerLabels.hostIdentity] =
+            (ContainerLabels.currentIdentity ?? "").replacingOccurrences(of: "/pidns:", with: "/pidns:9")
+        var unlabelledLabels = dead
+        unlabelledLabels[ContainerLabels.hostIdentity] = nil
+        #expect(ContainerTestMachine.startSleeper(name: ours, labels: dead))
+        #expect(ContainerTestMachine.startSleeper(name: remote, labels: remoteLabels))
+        #expect(ContainerTestMachine.startSleeper(name: namespace, labels: namespaceLabels))
+        #expect(ContainerTestMachine.startSleeper(name: unlabelled, labels: unlabelledLabels))
+        let removed = Set(await offPool { ContainerOrphans.sweep(engine: engine) })
+        #expect(removed.contains(ours) && !ContainerTestMachine.exists(ours), "\(removed)")
+        #expect(removed.isDisjoint(with: [remote, namespace, unlabelled]), "\(removed)")
+        for name in [remote, namespace, unlabelled] {
+            #expect(ContainerTestMachine.isRunning(name), "\(name) was touched")
+        }
+    }
+
+    @Test(.enabled(if: ContainerTestMachine.ready, ContainerTestMachine.reason))
+    func sharedMemoryIsNotASecondWritablePlace() async throws {
+        try await ContainerTestMachine.withSession { session, _ in
+            let facts = try await ContainerTestMachine.facts(
+                session,
+                #"""
+                import os, json
+                f = {'exists': os.path.exists('/dev/shm'),
+                     'mounts': [l.split()[1] for l in open('/proc/self/mounts') if l.split()[2] == 'tmpfs']}
+                try:
+                    with open('/dev/shm/x', 'wb') as h:
+                        h.write(b'x' * 4096)
+                    f['write'] = 'ok'
+                except OSError as e:
+                    f['write'] = e.errno
+                try:
+                    import _posixshmem
+                    _posixshmem.shm_open('/rlm-test', os.O_CREAT | os.O_RDWR, 0o600); f['shm_open'] = 'ok'
+                except OSError as e:
+                    f['shm_open'] = e.errno
+                except ImportError:
+                    f['shm_open'] = 'absent'
+                import ctypes
+                libc = ctypes.CDLL(None, use_errno=True)
+                f['mq_open'] = libc.mq_open(b'/rlm-test', os.O_CREAT | os.O_RDWR, 0o600, None)
+                f['mq'] = os.listdir('/dev/mqueue') if os.path.isdir('/dev/mqueue') else []
+                try:
+                    open('/dev/x', 'w'); f['dev'] = 'ok'
+                except OSError as e:
+                    f['dev'] = e.errno
+                print(json.dumps(f))
+                """#)
+            #expect(facts["exists"] as? Bool == false, "\(facts)")
+            #expect(facts["write"] as? Int == Int(ENOENT), "\(facts)")
+            #expect(facts["shm_open"] as? String != "ok", "\(facts)")
+            // No tmpfs on /dev/shm, and the engine's /dev tmpfs (root's, mode 755) takes no file from uid 65534.
+            #expect(!(facts["mounts"] as? [String] ?? ["/dev/shm"]).contains("/dev/shm"), "\(facts)")
+            #expect(facts["dev"] as? Int == Int(EACCES), "\(facts)")
+            // /dev/mqueue is writable, but the msgqueue ulimit of 0 lets no queue (and so no byte) be created.
+            #expect(facts["mq_open"] as? Int == -1 && (facts["mq"] as? [String])?.isEmpty == true, "\(facts)")
+        }
     }
 
     @Test(.enabled(if: ContainerTestMachine.ready, ContainerTestMachine.reason))
