@@ -31,14 +31,24 @@ struct BackendCLITests {
             absentBecause: ProcessInfo.processInfo.environment["RLM_TEST_CONTAINER_IMAGE"] == nil
                 ? "RLM_TEST_CONTAINER_IMAGE is not set (scripts/test sets it once podman and the test image are ready)"
                 : nil),
+        // The tests run rlm with a home of their own, so the runtime `rlm sandbox pull` fetched is named explicitly.
         Backend(
-            name: "wasm", flags: ["--backend", "wasm"],
+            name: "wasm",
+            flags: ["--backend", "wasm", "--wasm-runtime", ProcessInfo.processInfo.environment["RLM_TEST_WASM"] ?? ""],
             absentBecause: ProcessInfo.processInfo.environment["RLM_TEST_WASM"] == nil
-                ? "RLM_TEST_WASM is not set (scripts/test sets it once `rlm sandbox pull` has fetched the runtime)"
+                ? "RLM_TEST_WASM (the pulled runtime's path) is not set: scripts/test sets it after `rlm sandbox pull`"
                 : nil),
     ]
 
     static var present: [Backend] { backends.filter { $0.absentBecause == nil } }
+
+    /// One cache directory for every wasm run of this suite: the worker compiled by the guest's Python is kept there
+    /// after the first run (compiling it inside the guest costs ~30 s in a debug build).
+    static let cache = FileManager.default.temporaryDirectory.appendingPathComponent("rlm-cli-wasm-cache-\(getpid())")
+
+    static func environment(_ backend: Backend) -> [String: String] {
+        backend.name == "wasm" ? ["XDG_CACHE_HOME": cache.path] : [:]
+    }
 
     @Test("the backends absent here, and why", .enabled(if: backends.contains { $0.absentBecause != nil }))
     func absent() {
@@ -62,13 +72,14 @@ struct BackendCLITests {
             ("x = bytearray(1 << 30)", 137, "", "MemoryError"),
         ]
         // A wasm session takes ~40 s to start in a debug build: the cases that differ between backends only.
-        for item in cases where backend.name != "wasm" || [0, 124, 137].contains(item.status) || item.stdout == "out\n" {
+        for item in cases where backend.name != "wasm" || [0, 124, 137].contains(item.status) || item.stdout == "out\n"
+        {
             let timeout = backend.name == "wasm" ? "600" : "20"
             let result = try await runRLM(
                 ["sandbox", "exec"] + backend.flags + [
                     "--timeout", item.status == 124 ? "2" : timeout, "--memory", "256", "-",
                 ],
-                stdin: item.code)
+                environment: Self.environment(backend), stdin: item.code)
             #expect(result.status == item.status, "\(backend.name): \(item.code): \(result.stderr)")
             #expect(result.stdout == item.stdout, "\(backend.name): \(item.code)")
             if !item.stderr.isEmpty {
@@ -80,7 +91,8 @@ struct BackendCLITests {
     @Test("--json has the contract's fields", arguments: present)
     func json(_ backend: Backend) async throws {
         let result = try await runRLM(
-            ["sandbox", "exec"] + backend.flags + ["--json", "--timeout", "30", "-"],
+            ["sandbox", "exec"] + backend.flags + ["--json", "--timeout", "600", "-"],
+            environment: Self.environment(backend),
             stdin: "import sys\nprint('a')\nprint('b', file=sys.stderr)\n1/0\n")
         #expect(result.status == 1, "\(result.stderr)")
         let json = try #require(result.json, "\(result.stdout) \(result.stderr)")
