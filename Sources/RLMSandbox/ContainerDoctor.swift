@@ -29,7 +29,8 @@ public enum ContainerDoctor {
                 f['tmp_options'] = parts[5] + ' ' + line.split(' - ')[-1]
         f['env'] = sorted(os.environ)
         f['limits'] = {n: resource.getrlimit(getattr(resource, 'RLIMIT_' + n.upper()))
-                       for n in ('nofile', 'nproc', 'data', 'fsize', 'cpu', 'core')}
+                       for n in ('nofile', 'nproc', 'data', 'fsize', 'cpu', 'core', 'msgqueue')}
+        f['dev_shm'] = os.path.exists('/dev/shm') or writable('/dev/shm/.rlm-probe')
         def read(*paths):
             for p in paths:
                 try:
@@ -113,7 +114,7 @@ public enum ContainerDoctor {
             failure = String(describing: error)
         }
         let leftOver = await offPool {
-            engine.run(["container", "inspect", "--format", "{{.Name}}", name], timeout: .seconds(10))?.succeeded
+            engine.run(["container", "inspect", "--format", "{{.Name}}", "--", name], timeout: .seconds(10))?.succeeded
         }
         guard let facts, let info else {
             add("container", .missing, failure ?? "the container did not start")
@@ -124,8 +125,10 @@ public enum ContainerDoctor {
         add(
             "labelled + removed", leftOver == false ? .inForce : .missing,
             leftOver == false
-                ? "labelled \(ContainerLabels.sandbox)=1 with the owner's pid and start time; removed by name when "
-                    + "the session ended; leftovers of dead owners are swept at the next start"
+                ? "labelled \(ContainerLabels.sandbox)=1 with the owner's pid, start time and host identity "
+                    + "(\(ContainerLabels.currentIdentity ?? "none: this host has no machine id, so nothing is swept")); "
+                    + "removed by name when the session ended; leftovers of dead owners of this identity are swept at "
+                    + "the next start"
                 : "\(name) still exists after its session ended")
         add("host-side kill", .inForce, "per-cell wall-clock timeout: interrupt, then `kill` and `rm -f` by name")
         return (checks, true)
@@ -197,18 +200,22 @@ public enum ContainerDoctor {
         let expected: [String: Int] = [
             "nofile": configuration.maxOpenFiles, "nproc": configuration.maxProcessesPerUser,
             "data": configuration.memoryLimitBytes, "fsize": configuration.workDirBytes,
-            "cpu": configuration.cpuSeconds, "core": 0,
+            "cpu": configuration.cpuSeconds, "core": 0, "msgqueue": 0,
         ]
         let limitsOK = expected.allSatisfy { limits[$0.key] == [$0.value, $0.value] }
         add(
             "ulimits", limitsOK ? .inForce : .missing,
-            ["nofile", "nproc", "data", "fsize", "cpu", "core"].map { "\($0)=\(limits[$0]?.last ?? -1)" }
+            ["nofile", "nproc", "data", "fsize", "cpu", "core", "msgqueue"].map { "\($0)=\(limits[$0]?.last ?? -1)" }
                 .joined(separator: " "))
         let tmpBytes = facts["tmp_bytes"] as? Int ?? 0
         let tmpOptions = facts["tmp_options"] as? String ?? ""
         add(
             "tmpfs size cap", tmpBytes > 0 && tmpBytes <= configuration.workDirBytes ? .inForce : .missing,
             "/tmp \(tmpBytes >> 20) MiB (\(tmpOptions))")
+        add(
+            "no /dev/shm", facts["dev_shm"] as? Bool == false ? .inForce : .missing,
+            facts["dev_shm"] as? Bool == false
+                ? "--ipc none: no shared-memory tmpfs beside /tmp" : "/dev/shm exists inside: a second writable place")
         let env = facts["env"] as? [String] ?? []
         let allowed = Set(ContainerEngine.workerEnvironment.map { String($0.prefix { $0 != "=" }) } + ["HOSTNAME"])
         add(

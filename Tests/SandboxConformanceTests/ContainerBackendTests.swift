@@ -587,9 +587,11 @@ struct ContainerBackendTests {
             "container", "network none", "read-only root", "non-root uid", "no capabilities", "no_new_privs",
             "seccomp", "memory+swap limit", "pids limit", "cpu limit", "ulimits", "tmpfs size cap",
             "empty environment", "labelled + removed", "pid namespace", "net namespace", "mnt namespace",
+            "no /dev/shm", "ipc namespace",
         ] {
             #expect(byName[feature]?.status == .inForce, "\(feature): \(byName[feature]?.detail ?? "absent")")
         }
+        #expect(byName["ulimits"]?.detail.contains("msgqueue=0") == true)
     }
 
     @Test(.enabled(if: ContainerTestMachine.ready, ContainerTestMachine.reason))
