@@ -118,4 +118,7 @@ public enum WasmRuntime {
         modules.withLock { $0[path] = module }
         return module
     }
+
+    /// A module from bytes, unverified (for tests that run a small guest of their own).
+    static func module(bytes: [UInt8]) throws -> Module { try parseWasm(bytes: bytes) }
 }

@@ -130,7 +130,7 @@ public struct WasmSandbox: Sandbox {
                 workDir: Self.workDir,
                 fuel: UInt64(max(1, configuration.cpuSeconds)).multipliedReportingOverflow(by: Self.fuelPerSecond)
                     .partialValue,
-                stackSize: Self.interpreterStackBytes,
+                stackSize: Self.interpreterStackBytes, maxOpenFiles: configuration.maxOpenFiles,
                 onRelease: { Self.live.withLock { $0 -= 1 } })
         } catch {
             Self.live.withLock { $0 -= 1 }
@@ -149,7 +149,8 @@ public struct WasmSandbox: Sandbox {
             switch content {
             case .bytes(let bytes):
                 if compiled == nil { WasmWorkerCache.shared.store(Data(bytes)) }
-                host.creditWorkDir(bytes.count)
+                host.creditWorkDir(
+                    bytes.count + WasmSystemInterface.nodeCost(Array(Self.compiledWorkerPath.utf8)))
             default:
                 break
             }

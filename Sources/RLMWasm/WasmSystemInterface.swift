@@ -18,10 +18,13 @@ enum WASIErrno {
     static let fault: UInt32 = 21
     static let fbig: UInt32 = 22
     static let inval: UInt32 = 28
+    static let mfile: UInt32 = 33
+    static let nametoolong: UInt32 = 37
     static let io: UInt32 = 29
     static let nospc: UInt32 = 51
     static let notsup: UInt32 = 58
     static let perm: UInt32 = 63
+    static let xdev: UInt32 = 72
 }
 
 /// A small host buffer the WASI implementation reads from and writes to, so that the host can ask it about a file
@@ -63,11 +66,18 @@ final class WasmSystemInterface: @unchecked Sendable {
     /// Only the guest's thread calls these functions: no lock needed for the accounting below.
     private(set) var workDirBytes = 0
     private var openFiles = Set<UInt32>()
+    /// Every descriptor `path_open` gave out and that is still open (files and directories), for `maxOpenFiles`.
+    private var openDescriptors = Set<UInt32>()
+    private let maxOpenFiles: Int
     private var pendingCredit = 0
     private let scratch = ScratchMemory()
     private let probe: [String: WASIHostFunction<ScratchMemory>]
 
-    init(bridge: WASIBridgeToHost, stdin: Int32, stdout: Int32, stderr: Int32, killFD: Int32, workDirCap: Int) {
+    init(
+        bridge: WASIBridgeToHost, stdin: Int32, stdout: Int32, stderr: Int32, killFD: Int32, workDirCap: Int,
+        maxOpenFiles: Int
+    ) {
+        self.maxOpenFiles = max(1, maxOpenFiles)
         self.stdinFD = stdin
         self.stdoutFD = stdout
         self.stderrFD = stderr
@@ -77,7 +87,7 @@ final class WasmSystemInterface: @unchecked Sendable {
     }
 
     /// Bytes the host itself removed from the work dir (the compiled worker it reads back).
-    func credit(_ bytes: Int) { workDirBytes = max(0, workDirBytes - bytes) }
+    func credit(_ bytes: Int) { charge(-max(0, bytes)) }
 
     /// Defines the WASI imports, with the replacements, into `imports`.
     func link(bridge: WASIBridgeToHost, to imports: inout Imports, store: Store) {
@@ -105,7 +115,7 @@ final class WasmSystemInterface: @unchecked Sendable {
             }
             if fd == 0 { return [.i32(WASIErrno.badf)] }
             let n = Self.iovecTotal(memory, iovs: args[1].u32, count: args[2].u32)
-            return try self.growing(fd: fd, by: { size, position in position + n - size }) {
+            return try self.growing(fd: fd, to: { _, position in Self.sum(position, n) }) {
                 try original.implementation(memory, args)
             }
         }
@@ -113,67 +123,120 @@ final class WasmSystemInterface: @unchecked Sendable {
             let fd = args[0].u32
             if fd <= 2 { return [.i32(WASIErrno.notsup)] }
             let n = Self.iovecTotal(memory, iovs: args[1].u32, count: args[2].u32)
-            let offset = Int(clamping: args[3].u64)
-            return try self.growing(fd: fd, by: { size, _ in offset.addingReportingOverflow(n).partialValue - size }) {
+            let offset = Int(exactly: args[3].u64)
+            return try self.growing(fd: fd, to: { _, _ in offset.flatMap { Self.sum($0, n) } }) {
                 try original.implementation(memory, args)
             }
         }
         replace("fd_filestat_set_size") { [unowned self] memory, args, original in
-            let target = Int(clamping: args[1].u64)
-            return try self.growing(fd: args[0].u32, by: { size, _ in target - size }) {
+            let target = Int(exactly: args[1].u64)
+            return try self.growing(fd: args[0].u32, to: { _, _ in target }) {
                 try original.implementation(memory, args)
             }
         }
         replace("fd_allocate") { [unowned self] memory, args, original in
-            let end = Int(clamping: args[1].u64).addingReportingOverflow(Int(clamping: args[2].u64)).partialValue
-            return try self.growing(fd: args[0].u32, by: { size, _ in end - size }) {
+            let end = Int(exactly: args[1].u64).flatMap { offset in
+                Int(exactly: args[2].u64).flatMap { Self.sum(offset, $0) }
+            }
+            return try self.growing(fd: args[0].u32, to: { size, _ in end.map { max(size, $0) } }) {
                 try original.implementation(memory, args)
             }
         }
         replace("path_open") { [unowned self] memory, args, original in
+            guard self.openDescriptors.count < self.maxOpenFiles else { return [.i32(WASIErrno.mfile)] }
+            guard let path = Self.guestPath(memory, at: args[2].u32, length: args[3].u32) else {
+                return [.i32(WASIErrno.fault)]
+            }
+            let existing = self.pathStat(dir: args[0].u32, path: path)
+            // A new file costs its name and a node.
+            let creating = args[4].u32 & 1 != 0 && existing == nil  // O_CREAT
+            let cost = Self.nodeCost(path)
+            if creating && !self.fits(cost) { return [.i32(WASIErrno.nospc)] }
             let truncating = args[4].u32 & 8 != 0  // O_TRUNC
-            let before =
-                truncating ? self.pathSize(memory, dir: args[0].u32, path: args[2].u32, length: args[3].u32) : nil
+            let before = truncating && existing?.type == 4 ? existing?.size : nil
             let result = try original.implementation(memory, args)
             guard result.first?.u32 == WASIErrno.success else { return result }
             let fd = Self.load32(memory, at: args[8].u32)
-            if self.regularFileSize(fd: fd) != nil { self.openFiles.insert(fd) }
-            if let before { self.workDirBytes = max(0, self.workDirBytes - before) }
+            self.openDescriptors.insert(fd)
+            if creating { self.charge(cost) }
+            let after = self.regularFileSize(fd: fd)
+            if after != nil { self.openFiles.insert(fd) }
+            // WasmKit truncates only with the FD_WRITE right: credit what the file really lost.
+            if let before, let after, after < before { self.charge(after - before) }
             return result
         }
         replace("fd_close") { [unowned self] memory, args, original in
             let fd = args[0].u32
             if fd <= 2 { return [.i32(WASIErrno.success)] }  // the channel stays the channel
             let result = try original.implementation(memory, args)
+            if result.first?.u32 == WASIErrno.success { self.openDescriptors.remove(fd) }
             if result.first?.u32 == WASIErrno.success, self.openFiles.remove(fd) != nil, self.openFiles.isEmpty {
                 // Unlinked files held open are freed with their last descriptor.
-                self.workDirBytes = max(0, self.workDirBytes - self.pendingCredit)
+                self.charge(-self.pendingCredit)
                 self.pendingCredit = 0
             }
             return result
         }
         replace("path_unlink_file") { [unowned self] memory, args, original in
-            let before = self.pathSize(memory, dir: args[0].u32, path: args[1].u32, length: args[2].u32)
+            guard let path = Self.guestPath(memory, at: args[1].u32, length: args[2].u32) else {
+                return [.i32(WASIErrno.fault)]
+            }
+            let before = self.pathStat(dir: args[0].u32, path: path)
             let result = try original.implementation(memory, args)
             if result.first?.u32 == WASIErrno.success, let before {
-                // With files open the unlinked one may be among them: it is freed only when they are all closed.
-                if self.openFiles.isEmpty {
-                    self.workDirBytes = max(0, self.workDirBytes - before)
-                } else {
-                    self.pendingCredit += before
-                }
+                // The name goes at once; with files open the unlinked one may be among them: its bytes are freed
+                // only when they are all closed.
+                self.charge(-Self.nodeCost(path))
+                if before.type == 4 { self.free(before.size) }
             }
             return result
         }
-        replace("path_rename") { [unowned self] memory, args, original in
-            // A rename onto an existing file frees that file.
-            let replaced = self.pathSize(memory, dir: args[3].u32, path: args[4].u32, length: args[5].u32)
+        replace("path_create_directory") { [unowned self] memory, args, original in
+            guard let path = Self.guestPath(memory, at: args[1].u32, length: args[2].u32) else {
+                return [.i32(WASIErrno.fault)]
+            }
+            let cost = Self.nodeCost(path)
+            guard self.fits(cost) else { return [.i32(WASIErrno.nospc)] }
             let result = try original.implementation(memory, args)
-            if result.first?.u32 == WASIErrno.success, let replaced {
-                if self.openFiles.isEmpty {
-                    self.workDirBytes = max(0, self.workDirBytes - replaced)
+            if result.first?.u32 == WASIErrno.success { self.charge(cost) }
+            return result
+        }
+        replace("path_remove_directory") { [unowned self] memory, args, original in
+            guard let path = Self.guestPath(memory, at: args[1].u32, length: args[2].u32) else {
+                return [.i32(WASIErrno.fault)]
+            }
+            let result = try original.implementation(memory, args)
+            if result.first?.u32 == WASIErrno.success { self.charge(-Self.nodeCost(path)) }
+            return result
+        }
+        replace("path_rename") { [unowned self] memory, args, original in
+            let (sourceDir, destDir) = (args[0].u32, args[3].u32)
+            guard let source = Self.guestPath(memory, at: args[1].u32, length: args[2].u32),
+                let dest = Self.guestPath(memory, at: args[4].u32, length: args[5].u32)
+            else { return [.i32(WASIErrno.fault)] }
+            if self.pathStat(dir: sourceDir, path: source)?.type == 3 {  // DIRECTORY
+                // WasmKit moves a directory into itself (a cycle that is never freed): refuse that. Two directory
+                // descriptors may name the same directory and nothing tells them apart, so a directory moves only
+                // within one (EXDEV otherwise: shutil.move copies instead).
+                guard sourceDir == destDir else { return [.i32(WASIErrno.xdev)] }
+                guard let from = Self.components(source), let to = Self.components(dest) else {
+                    return [.i32(WASIErrno.inval)]
+                }
+                if to.count > from.count && Array(to.prefix(from.count)) == from { return [.i32(WASIErrno.inval)] }
+            }
+            // A rename onto an existing file frees that file — unless it is the same file (then the source is
+            // still there afterwards: WasmKit's rename removes the source name and sets the destination's).
+            let replaced = self.pathStat(dir: destDir, path: dest)
+            // The new name costs what it is longer than the old one, unless it replaces a node (that one's cost goes).
+            let growth = replaced == nil ? Self.nodeCost(dest) - Self.nodeCost(source) : 0
+            if growth > 0 && !self.fits(growth) { return [.i32(WASIErrno.nospc)] }
+            let result = try original.implementation(memory, args)
+            if result.first?.u32 == WASIErrno.success, self.pathStat(dir: sourceDir, path: source) == nil {
+                if let replaced {
+                    self.charge(-Self.nodeCost(source))
+                    if replaced.type == 4 { self.free(replaced.size) }
                 } else {
-                    self.pendingCredit += replaced
+                    self.charge(growth)
                 }
             }
             return result
@@ -189,6 +252,28 @@ final class WasmSystemInterface: @unchecked Sendable {
                         result: args[3].u32))
             ]
         }
+        // Every function, replaced or not, first checks the guest's pointers: WasmKit's accessors stop the whole
+        // process on an access outside the guest's memory, and some write their result only after acting.
+        var pointerArguments = Self.pointerArguments
+        for (name, sizes) in ["args_get": "args_sizes_get", "environ_get": "environ_sizes_get"] {
+            // The pointer array and the strings' buffer, sized as the matching *_sizes_get reports them.
+            guard let sizesGet = probe[sizes],
+                (try? sizesGet.implementation(scratch, [.i32(0), .i32(4)]))?.first?.u32 == WASIErrno.success
+            else { continue }
+            let count = Int(scratch.u64(at: 0) & 0xffff_ffff)
+            let buffer = Int(scratch.u64(at: 4) & 0xffff_ffff)
+            pointerArguments[name] = [.fixed(0, size: count * 4), .fixed(1, size: buffer)]
+        }
+        for (name, checks) in pointerArguments {
+            guard let (type, body) = functions[name] else { continue }
+            functions[name] = (
+                type,
+                { memory, args in
+                    if let errno = Self.check(checks, memory, args) { return [.i32(errno)] }
+                    return try body(memory, args)
+                }
+            )
+        }
         for (name, (type, implementation)) in functions {
             imports.define(
                 module: "wasi_snapshot_preview1", name: name,
@@ -201,18 +286,143 @@ final class WasmSystemInterface: @unchecked Sendable {
         }
     }
 
+    // MARK: - Guest pointers
+
+    /// What an argument of a WASI function points at.
+    enum PointerArgument: Sendable {
+        /// `size` bytes at argument `at`.
+        case fixed(Int, size: Int)
+        /// A buffer: its address is argument `at`, its length argument `length`.
+        case buffer(Int, length: Int)
+        /// A path (a buffer, at most ``maxPathBytes`` long and no name longer than ``maxNameBytes``).
+        case path(Int, length: Int)
+        /// An array of `count` (argument) elements of `size` bytes.
+        case array(Int, count: Int, size: Int)
+        /// An iovec array of `count` (argument) entries, and every buffer they name.
+        case iovecs(Int, count: Int)
+    }
+
+    /// The pointer arguments of every wasi_snapshot_preview1 function (WasmKit 0.4.2's WASICapability.swift).
+    static let pointerArguments: [String: [PointerArgument]] = [
+        "args_sizes_get": [.fixed(0, size: 4), .fixed(1, size: 4)],
+        "environ_sizes_get": [.fixed(0, size: 4), .fixed(1, size: 4)],
+        "clock_res_get": [.fixed(1, size: 8)],
+        "clock_time_get": [.fixed(2, size: 8)],
+        "random_get": [.buffer(0, length: 1)],
+        "fd_write": [.iovecs(1, count: 2), .fixed(3, size: 4)],
+        "fd_read": [.iovecs(1, count: 2), .fixed(3, size: 4)],
+        "fd_pread": [.iovecs(1, count: 2), .fixed(4, size: 4)],
+        "fd_pwrite": [.iovecs(1, count: 2), .fixed(4, size: 4)],
+        "fd_fdstat_get": [.fixed(1, size: 24)],
+        "fd_seek": [.fixed(3, size: 8)],
+        "fd_tell": [.fixed(1, size: 8)],
+        "fd_filestat_get": [.fixed(1, size: 64)],
+        "fd_prestat_get": [.fixed(1, size: 8)],
+        "fd_prestat_dir_name": [.buffer(1, length: 2)],
+        "fd_readdir": [.buffer(1, length: 2), .fixed(4, size: 4)],
+        "path_create_directory": [.path(1, length: 2)],
+        "path_filestat_get": [.path(2, length: 3), .fixed(4, size: 64)],
+        "path_filestat_set_times": [.path(2, length: 3)],
+        "path_link": [.path(2, length: 3), .path(5, length: 6)],
+        "path_open": [.path(2, length: 3), .fixed(8, size: 4)],
+        "path_readlink": [.path(1, length: 2), .buffer(3, length: 4), .fixed(5, size: 4)],
+        "path_remove_directory": [.path(1, length: 2)],
+        "path_rename": [.path(1, length: 2), .path(4, length: 5)],
+        "path_symlink": [.path(0, length: 1), .path(3, length: 4)],
+        "path_unlink_file": [.path(1, length: 2)],
+        "poll_oneoff": [.array(0, count: 2, size: 48), .array(1, count: 2, size: 32), .fixed(3, size: 4)],
+        "sock_accept": [.fixed(2, size: 4)],
+        "sock_recv": [.iovecs(1, count: 2), .fixed(4, size: 4), .fixed(5, size: 2)],
+        "sock_send": [.iovecs(1, count: 2), .fixed(4, size: 4)],
+    ]
+
+    /// The errno for the first bad pointer argument (EFAULT; ENAMETOOLONG for a path too long), or `nil`.
+    static func check(_ checks: [PointerArgument], _ memory: Memory, _ args: [Value]) -> UInt32? {
+        func arg(_ index: Int) -> UInt32 { index < args.count ? args[index].u32 : 0 }
+        for check in checks {
+            switch check {
+            case .fixed(let at, let size):
+                guard inBounds(memory, UInt(arg(at)), size) else { return WASIErrno.fault }
+            case .buffer(let at, let length):
+                guard inBounds(memory, UInt(arg(at)), Int(arg(length))) else { return WASIErrno.fault }
+            case .path(let at, let length):
+                guard arg(length) <= maxPathBytes else { return WASIErrno.nametoolong }
+                guard let bytes = guestPath(memory, at: arg(at), length: arg(length)) else { return WASIErrno.fault }
+                if bytes.split(separator: UInt8(ascii: "/")).contains(where: { $0.count > maxNameBytes }) {
+                    return WASIErrno.nametoolong
+                }
+            case .array(let at, let count, let size):
+                guard inBounds(memory, UInt(arg(at)), Int(arg(count)) * size) else { return WASIErrno.fault }
+            case .iovecs(let at, let count):
+                let base = arg(at)
+                let entries = Int(arg(count))
+                guard entries <= 1 << 16 else { return WASIErrno.inval }
+                guard inBounds(memory, UInt(base), entries * 8) else { return WASIErrno.fault }
+                for index in 0..<entries {
+                    let entry = base &+ UInt32(index) &* 8
+                    guard inBounds(memory, UInt(load32(memory, at: entry)), Int(load32(memory, at: entry &+ 4))) else {
+                        return WASIErrno.fault
+                    }
+                }
+            }
+        }
+        return nil
+    }
+
     // MARK: - The work dir's cap
 
     /// Runs `call` (a write-like call on `fd`) if the growth it may cause fits the cap; then charges what it did.
-    /// `growth(size, position)` is the most the file can grow by (negative: it shrinks).
-    private func growing(fd: UInt32, by growth: (Int, Int) -> Int, _ call: () throws -> [Value]) throws -> [Value] {
+    /// `end(size, position)` is the largest size the file can have after the call (`nil`: past any file size).
+    /// All arithmetic here is overflow-safe: sizes and offsets come from the guest.
+    private func growing(fd: UInt32, to end: (Int, Int) -> Int?, _ call: () throws -> [Value]) throws -> [Value] {
         guard let size = regularFileSize(fd: fd) else { return try call() }
         let position = max(size, fileAppends(fd: fd) ? size : (filePosition(fd: fd) ?? size))
-        let most = growth(size, position)
-        if most > 0 && workDirBytes + most > workDirCap { return [.i32(WASIErrno.nospc)] }
+        guard let end = end(size, position) else { return [.i32(WASIErrno.fbig)] }
+        if end > size {
+            // `end <= workDirCap` first, so `end - size` and `workDirCap - workDirBytes` cannot overflow.
+            guard end <= workDirCap, end - size <= workDirCap - min(workDirBytes, workDirCap) else {
+                return [.i32(WASIErrno.nospc)]
+            }
+        }
         let result = try call()
-        if let after = regularFileSize(fd: fd) { workDirBytes = max(0, workDirBytes + after - size) }
+        if let after = regularFileSize(fd: fd) { charge(after - size) }
         return result
+    }
+
+    /// Adds `bytes` (negative: frees them) to the work dir's count, saturating at zero.
+    private func charge(_ bytes: Int) {
+        let (total, overflow) = workDirBytes.addingReportingOverflow(bytes)
+        workDirBytes = overflow ? (bytes > 0 ? Int.max : 0) : max(0, total)
+    }
+
+    /// What a node costs besides its bytes: its name (the last component of `path`) and a fixed overhead.
+    static func nodeCost(_ path: [UInt8]) -> Int {
+        let name = path.split(separator: UInt8(ascii: "/")).last { $0 != [UInt8(ascii: ".")] }
+        return nodeOverhead + min(name?.count ?? 0, maxPathBytes)
+    }
+
+    /// The host memory a file or directory node takes besides its name and bytes (a class instance, a dictionary
+    /// entry, a lock), rounded up.
+    static let nodeOverhead = 256
+
+    /// Whether `bytes` more fit under the cap.
+    private func fits(_ bytes: Int) -> Bool {
+        bytes <= workDirCap - min(workDirBytes, workDirCap)
+    }
+
+    /// Frees the bytes of a file the guest removed: at once, or with the last open file (it may be one of them).
+    private func free(_ bytes: Int) {
+        if openFiles.isEmpty {
+            charge(-bytes)
+        } else {
+            pendingCredit = Self.sum(pendingCredit, bytes) ?? Int.max
+        }
+    }
+
+    /// `a + b`, or `nil` when it overflows.
+    static func sum(_ a: Int, _ b: Int) -> Int? {
+        let (total, overflow) = a.addingReportingOverflow(b)
+        return overflow ? nil : total
     }
 
     /// The size of `fd` when it is a regular file of the work dir.
@@ -240,16 +450,46 @@ final class WasmSystemInterface: @unchecked Sendable {
 
     /// The size of the regular file at a guest path (relative to the directory `dir`), or `nil`.
     private func pathSize(_ memory: Memory, dir: UInt32, path: UInt32, length: UInt32) -> Int? {
-        guard length <= 4096, Self.inBounds(memory, UInt(path), Int(length)), let stat = probe["path_filestat_get"]
+        guard let bytes = Self.guestPath(memory, at: path, length: length), let stat = pathStat(dir: dir, path: bytes),
+            stat.type == 4
         else { return nil }
-        let bytes = memory.withUnsafeMutableBufferPointer(offset: UInt(path), count: Int(length)) { Array($0) }
-        guard bytes.count == Int(length) else { return nil }
+        return stat.size
+    }
+
+    /// The type (3 directory, 4 regular file) and size of what a path (relative to the directory `dir`) names.
+    private func pathStat(dir: UInt32, path bytes: [UInt8]) -> (type: UInt8, size: Int)? {
+        guard bytes.count <= Self.maxPathBytes, let stat = probe["path_filestat_get"] else { return nil }
         scratch.bytes.replaceSubrange(128..<(128 + bytes.count), with: bytes)
         guard
-            (try? stat.implementation(scratch, [.i32(dir), .i32(0), .i32(128), .i32(length), .i32(0)]))?.first?.u32
-                == WASIErrno.success, scratch.bytes[16] == 4
+            (try? stat.implementation(scratch, [.i32(dir), .i32(0), .i32(128), .i32(UInt32(bytes.count)), .i32(0)]))?
+                .first?.u32 == WASIErrno.success
         else { return nil }
-        return Int(clamping: scratch.u64(at: 32))
+        return (scratch.bytes[16], Int(clamping: scratch.u64(at: 32)))
+    }
+
+    static let maxPathBytes = 4096
+    static let maxNameBytes = 255
+
+    /// A guest path's bytes, or `nil` when they are not all inside its memory or longer than a path may be.
+    static func guestPath(_ memory: Memory, at address: UInt32, length: UInt32) -> [UInt8]? {
+        guard length <= maxPathBytes, inBounds(memory, UInt(address), Int(length)) else { return nil }
+        let bytes = memory.withUnsafeMutableBufferPointer(offset: UInt(address), count: Int(length)) { Array($0) }
+        return bytes.count == Int(length) ? bytes : nil
+    }
+
+    /// A relative path's components as WasmKit resolves them (`.` skipped, `..` unwinding the walk), or `nil` when
+    /// it leaves its directory.
+    static func components(_ path: [UInt8]) -> [[UInt8]]? {
+        var stack = [[UInt8]]()
+        for component in path.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true) {
+            switch Array(component) {
+            case [UInt8(ascii: ".")]: continue
+            case [UInt8(ascii: "."), UInt8(ascii: ".")]:
+                guard stack.popLast() != nil else { return nil }
+            default: stack.append(Array(component))
+            }
+        }
+        return stack
     }
 
     // MARK: - stdio
@@ -260,11 +500,16 @@ final class WasmSystemInterface: @unchecked Sendable {
             let length = Self.load32(memory, at: iovs &+ index &* 8 &+ 4)
             guard length > 0 else { continue }
             guard Self.inBounds(memory, UInt(base), Int(length)) else { return WASIErrno.fault }
-            try waitFor(stdinFD, events: Int16(POLLIN))
-            let n = memory.withUnsafeMutableBufferPointer(offset: UInt(base), count: Int(length)) { buffer in
-                read(stdinFD, buffer.baseAddress, buffer.count)
+            var n = -1
+            while n < 0 {
+                try waitFor(stdinFD, events: Int16(POLLIN))
+                n = memory.withUnsafeMutableBufferPointer(offset: UInt(base), count: Int(length)) { buffer in
+                    read(stdinFD, buffer.baseAddress, buffer.count)
+                }
+                // The guest's end is non-blocking: woken for nothing (or by a signal), it waits again, still watching
+                // the kill event.
+                if n < 0 && errno != EAGAIN && errno != EINTR { return WASIErrno.io }
             }
-            if n < 0 { return errno == EAGAIN ? WASIErrno.again : WASIErrno.io }
             Self.store32(memory, at: result, UInt32(n))
             return WASIErrno.success
         }

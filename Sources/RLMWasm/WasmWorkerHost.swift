@@ -58,6 +58,8 @@ final class WasmWorkerHost: WorkerHost, @unchecked Sendable {
         var fuelCell: StoreReference?
         var notes = ""
         var released = false
+        /// The kill pipe and the diagnostics pipe are closed (their numbers may belong to other files now).
+        var closed = false
     }
 
     /// The store, handed to the killer. Only its fuel is ever touched from outside the guest's thread.
@@ -79,25 +81,28 @@ final class WasmWorkerHost: WorkerHost, @unchecked Sendable {
     ///   - workDir: the guest path of the work dir.
     ///   - fuel: the guest's CPU budget.
     ///   - stackSize: the interpreter's stack, in bytes.
+    ///   - maxOpenFiles: the most descriptors the guest's `path_open` may hold open.
     ///   - onRelease: run once when the host is released.
     init(
         module: Module, arguments: [String], memoryLimit: Int, workDirCap: Int, workDir: String, fuel: UInt64,
-        stackSize: Int, onRelease: @escaping @Sendable () -> Void
+        stackSize: Int, maxOpenFiles: Int = 256, onRelease: @escaping @Sendable () -> Void
     ) throws {
         var toGuest: [Int32] = [-1, -1]
         var fromGuest: [Int32] = [-1, -1]
         var diagnostics: [Int32] = [-1, -1]
         var killPipe: [Int32] = [-1, -1]
-        guard Self.makePipe(&toGuest) else { throw Self.failure("pipe") }
-        guard Self.makePipe(&fromGuest) else {
+        // The guest's ends are non-blocking: a guest writing 8 MiB to a pipe nobody reads any more must not sit in
+        // write(2), where the kill event cannot reach it (its loop waits for room, and for the kill, in poll).
+        guard Self.makePipe(&toGuest, nonblocking: [true, false]) else { throw Self.failure("pipe") }
+        guard Self.makePipe(&fromGuest, nonblocking: [false, true]) else {
             for fd in toGuest { close(fd) }
             throw Self.failure("pipe")
         }
-        guard Self.makePipe(&diagnostics, nonblocking: true) else {
+        guard Self.makePipe(&diagnostics, nonblocking: [true, true]) else {
             for fd in toGuest + fromGuest { close(fd) }
             throw Self.failure("pipe")
         }
-        guard Self.makePipe(&killPipe, nonblocking: true) else {
+        guard Self.makePipe(&killPipe, nonblocking: [true, true]) else {
             for fd in toGuest + fromGuest + diagnostics { close(fd) }
             throw Self.failure("pipe")
         }
@@ -129,7 +134,7 @@ final class WasmWorkerHost: WorkerHost, @unchecked Sendable {
             let outcome = self.runGuest(
                 module: module, arguments: arguments, stdin: guestStdin, stdout: guestStdout, stderr: guestStderr,
                 limiter: limiter, fileSystem: fileSystem, workDirCap: workDirCap, workDir: workDir, fuel: fuel,
-                stackSize: stackSize)
+                stackSize: stackSize, maxOpenFiles: maxOpenFiles)
             // Closing the guest's ends tells the host: its reads see EOF, its writes EPIPE.
             close(guestStdin)
             close(guestStdout)
@@ -145,10 +150,10 @@ final class WasmWorkerHost: WorkerHost, @unchecked Sendable {
         thread.start()
     }
 
-    /// A close-on-exec pipe (and non-blocking on both ends, when asked).
-    private static func makePipe(_ fds: inout [Int32], nonblocking: Bool = false) -> Bool {
+    /// A close-on-exec pipe, each end non-blocking when asked (read end, write end).
+    private static func makePipe(_ fds: inout [Int32], nonblocking: [Bool]) -> Bool {
         guard pipe(&fds) == 0 else { return false }
-        for fd in fds {
+        for (fd, nonblocking) in zip(fds, nonblocking) {
             _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
             if nonblocking { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) }
         }
@@ -167,7 +172,8 @@ final class WasmWorkerHost: WorkerHost, @unchecked Sendable {
     /// Runs the guest to its end on the current thread; returns how it ended.
     private func runGuest(
         module: Module, arguments: [String], stdin: Int32, stdout: Int32, stderr: Int32, limiter: GuestMemoryLimiter,
-        fileSystem: MemoryFileSystem, workDirCap: Int, workDir: String, fuel: UInt64, stackSize: Int
+        fileSystem: MemoryFileSystem, workDirCap: Int, workDir: String, fuel: UInt64, stackSize: Int,
+        maxOpenFiles: Int
     ) -> String {
         let bridge: WASIBridgeToHost
         do {
@@ -185,7 +191,8 @@ final class WasmWorkerHost: WorkerHost, @unchecked Sendable {
         store.resourceLimiter = limiter
         store.fuel = Fuel(remaining: fuel)
         let system = WasmSystemInterface(
-            bridge: bridge, stdin: stdin, stdout: stdout, stderr: stderr, killFD: killFD, workDirCap: workDirCap)
+            bridge: bridge, stdin: stdin, stdout: stdout, stderr: stderr, killFD: killFD, workDirCap: workDirCap,
+            maxOpenFiles: maxOpenFiles)
         var imports = Imports()
         system.link(bridge: bridge, to: &imports, store: store)
         let killedEarly = state.withLock { state -> Bool in
@@ -227,11 +234,14 @@ final class WasmWorkerHost: WorkerHost, @unchecked Sendable {
 
     func kill() {
         let cell = state.withLock { state -> StoreReference? in
+            // After release the kill pipe's numbers may be reused: the check and the write are under the lock that
+            // closes them.
+            guard !state.closed, state.finished == nil else { return nil }
             state.killed = true
-            return state.finished == nil ? state.fuelCell : nil
+            var one: UInt8 = 1
+            _ = write(killSignalFD, &one, 1)
+            return state.fuelCell
         }
-        var one: UInt8 = 1
-        _ = write(killSignalFD, &one, 1)
         cell?.store.fuel = Fuel(remaining: 0)
     }
 
@@ -252,9 +262,12 @@ final class WasmWorkerHost: WorkerHost, @unchecked Sendable {
         }
         guard first else { return }
         _ = await waitForExit()
-        close(stderrReadFD)
-        close(killFD)
-        close(killSignalFD)
+        state.withLock { state in
+            state.closed = true
+            close(stderrReadFD)
+            close(killFD)
+            close(killSignalFD)
+        }
         onRelease()
     }
 
@@ -263,12 +276,15 @@ final class WasmWorkerHost: WorkerHost, @unchecked Sendable {
     func diagnostics() -> String {
         var bytes = [UInt8]()
         var buffer = [UInt8](repeating: 0, count: 16384)
-        while bytes.count < 64 << 10 {
-            let n = buffer.withUnsafeMutableBytes { read(stderrReadFD, $0.baseAddress, $0.count) }
-            if n <= 0 { break }
-            bytes += buffer[..<n]
+        // Under the lock that closes the pipe (its read end is non-blocking).
+        let notes = state.withLock { state in
+            while !state.closed && bytes.count < 64 << 10 {
+                let n = buffer.withUnsafeMutableBytes { read(stderrReadFD, $0.baseAddress, $0.count) }
+                if n <= 0 { break }
+                bytes += buffer[..<n]
+            }
+            return state.notes
         }
-        let notes = state.withLock { $0.notes }
         return notes + String(decoding: bytes.prefix(64 << 10), as: UTF8.self)
     }
 }
