@@ -35,6 +35,9 @@ struct SandboxOptions: ParsableArguments {
         configuration.memoryLimitBytes = memory << 20
         configuration.pythonPath = python
         configuration.cellTimeout = Duration(userSeconds: timeout) ?? .seconds(30)
+        // A wasm guest takes a second to start (tens of seconds from an unoptimized build): a longer --timeout also
+        // waits longer for the sandbox to start.
+        configuration.startTimeout = max(configuration.startTimeout, configuration.cellTimeout)
         return try backend.resolve().sandbox(configuration)
     }
 }
