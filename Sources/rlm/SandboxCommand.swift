@@ -38,7 +38,9 @@ struct SandboxOptions: ParsableArguments {
         // A wasm guest takes a second to start (tens of seconds from an unoptimized build): a longer --timeout also
         // waits longer for the sandbox to start.
         configuration.startTimeout = max(configuration.startTimeout, configuration.cellTimeout)
-        return try backend.resolve().sandbox(configuration)
+        let chosen = try backend.resolve()
+        if case .wasm = chosen { configuration.startTimeout = max(configuration.startTimeout, .seconds(60)) }
+        return chosen.sandbox(configuration)
     }
 }
 
