@@ -296,7 +296,8 @@ struct ProviderFailureTests {
             request.index == 0 ? .stream([], then: .stall) : .stream(["late"])
         }
         try await FakeLLMServer.withServer(handler) { server async throws in
-            let model = openAIModel(server) { $0.readTimeout = .milliseconds(300) }
+            // 1.5 s: a retry that answers at once must not miss the read timeout on a loaded machine.
+            let model = openAIModel(server) { $0.readTimeout = .milliseconds(1500) }
             let result = await collect(model.stream(hello))
             #expect(result.error == nil)
             #expect(result.pieces == ["late"])
