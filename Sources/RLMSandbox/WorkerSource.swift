@@ -109,6 +109,13 @@ package enum WorkerSource {
         var contents = fileMarker
         contents.append(Data((checksum(identity: identity, code: code) + "\n").utf8))
         contents.append(code)
+        writePrivateFile(contents, to: file)
+    }
+
+    /// Writes `contents` to `file` through a fresh temporary file (`O_CREAT|O_EXCL|O_NOFOLLOW`, 0600) renamed into
+    /// place: a reader never sees half a file, and nothing planted at the temporary name is followed or reused. Best
+    /// effort: on any failure the file is left as it was.
+    package static func writePrivateFile(_ contents: Data, to file: String) {
         let temporary = file + ".\(getpid()).\(UInt32.random(in: 0...UInt32.max)).tmp"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard fd >= 0 else { return }

@@ -235,21 +235,7 @@ final class WasmWorkerCache: Sendable {
         var contents = Self.marker
         contents.append(Data((Self.checksum(key: key, code: code) + "\n").utf8))
         contents.append(code)
-        let temporary = file + ".\(getpid()).\(UInt32.random(in: 0...UInt32.max)).tmp"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { return }
-        let complete = contents.withUnsafeBytes { buffer -> Bool in
-            var offset = 0
-            while offset < buffer.count {
-                let n = write(fd, buffer.baseAddress! + offset, buffer.count - offset)
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 { return false }
-                offset += n
-            }
-            return true
-        }
-        close(fd)
-        if !complete || rename(temporary, file) != 0 { unlink(temporary) }
+        WorkerSource.writePrivateFile(contents, to: file)
     }
 
     private static func checksum(key: String, code: Data) -> String {
