@@ -459,9 +459,10 @@ struct ContainerBackendTests {
             ContainerTestMachine.startSleeper(
                 name: unrelated, labels: ["other.sandbox": "1", ContainerLabels.hostPID: ownerFields[0]]))
         let removed = Set(await offPool { ContainerOrphans.sweep(engine: engine) })
-        #expect(removed.isSuperset(of: [dead, reused]), "\(removed)")
+        // Gone, by this sweep or by the same sweep in another `rlm` process of this host (the contract-2 suite runs
+        // `rlm sandbox exec --backend container` alongside, and each process sweeps before its first session).
+        #expect(!ContainerTestMachine.exists(dead) && !ContainerTestMachine.exists(reused), "\(removed)")
         #expect(removed.isDisjoint(with: [live, unrelated]), "\(removed)")
-        #expect(!ContainerTestMachine.exists(dead) && !ContainerTestMachine.exists(reused))
         #expect(ContainerTestMachine.isRunning(live) && ContainerTestMachine.isRunning(unrelated))
     }
 
@@ -490,7 +491,8 @@ struct ContainerBackendTests {
         #expect(ContainerTestMachine.startSleeper(name: namespace, labels: namespaceLabels))
         #expect(ContainerTestMachine.startSleeper(name: unlabelled, labels: unlabelledLabels))
         let removed = Set(await offPool { ContainerOrphans.sweep(engine: engine) })
-        #expect(removed.contains(ours) && !ContainerTestMachine.exists(ours), "\(removed)")
+        // Gone, by this sweep or by another `rlm` process's (see above).
+        #expect(!ContainerTestMachine.exists(ours), "\(removed)")
         #expect(removed.isDisjoint(with: [remote, namespace, unlabelled]), "\(removed)")
         for name in [remote, namespace, unlabelled] {
             #expect(ContainerTestMachine.isRunning(name), "\(name) was touched")
