@@ -10,6 +10,10 @@ int crlm_pipe_cloexec(int fds[2]) {
     return pipe2(fds, O_CLOEXEC);
 }
 
+int crlm_spawn_file_actions_addchdir(posix_spawn_file_actions_t *actions, const char *path) {
+    return posix_spawn_file_actions_addchdir_np(actions, path);
+}
+
 int crlm_landlock_abi(void) {
 #ifdef __NR_landlock_create_ruleset
     long abi = syscall(__NR_landlock_create_ruleset, (void *)0, (unsigned long)0, 1UL /* VERSION */);

@@ -127,8 +127,8 @@ public enum ContainerDoctor {
             leftOver == false
                 ? "labelled \(ContainerLabels.sandbox)=1 with the owner's pid, start time and host identity "
                     + "(\(ContainerLabels.currentIdentity ?? "none: this host has no machine id, so nothing is swept")); "
-                    + "removed by name when the session ended; leftovers of dead owners of this identity are swept at "
-                    + "the next start"
+                    + "run with --rm, so the engine removes it when it exits even if this process died; removed by "
+                    + "name when the session ended; leftovers of dead owners of this identity are swept at the next start"
                 : "\(name) still exists after its session ended")
         add("host-side kill", .inForce, "per-cell wall-clock timeout: interrupt, then `kill` and `rm -f` by name")
         return (checks, true)

@@ -203,7 +203,9 @@ struct ContainerEngine: Sendable, Hashable {
     ) -> [String] {
         // The tmpfs work dir is charged to the container's memory: room for it on top of the worker's own.
         let memory = configuration.memoryLimitBytes + configuration.workDirBytes
-        var argv = [path, "run", "--interactive", "--pull", "never", "--name", name]
+        // --rm: the engine's monitor (conmon, dockerd) removes the container when it exits, even after this
+        // process died without a word; the host also removes it by name, and sweeps what an engine left.
+        var argv = [path, "run", "--interactive", "--rm", "--pull", "never", "--name", name]
         for (key, value) in labels.sorted(by: { $0.key < $1.key }) { argv += ["--label", "\(key)=\(value)"] }
         if let cidFile { argv += ["--cidfile", cidFile] }
         if let runtime { argv += ["--runtime", runtime] }
@@ -279,8 +281,10 @@ struct ContainerEngine: Sendable, Hashable {
 final class ContainerHandle: Sendable {
     let engine: ContainerEngine
     let name: String
-    /// Where the engine writes the container's id (a private directory of ours), to find its cgroup.
+    /// Where the engine writes the container's id (in ``directory``), to find its cgroup.
     let cidFile: String?
+    /// The session's private directory (0700, under /tmp): the id file, and the engine client's working directory.
+    var directory: String? { cidFile.map { ($0 as NSString).deletingLastPathComponent } }
     private let killed = Atomic<Bool>(false)
     /// The kernel's count of OOM kills when the session started (see ``wasKilledForMemory()``).
     private let oomKillsAtStart: Int
@@ -323,22 +327,24 @@ final class ContainerHandle: Sendable {
             else { break }
             if attempt < 2 { usleep(200_000) }
         }
-        if let cidFile {
-            unlink(cidFile)
-            rmdir((cidFile as NSString).deletingLastPathComponent)
-        }
+        // The id file, and whatever the engine's monitor left beside it (its `oom` file).
+        if let directory { try? FileManager.default.removeItem(atPath: directory) }
     }
 
-    /// Whether the container's worker was killed for memory, asked once the worker has died and before the
-    /// container is removed. Blocks (up to a few seconds, while the engine records the exit).
+    /// Whether the container's worker was killed for memory, asked once the worker has died. Blocks (up to a few
+    /// seconds, while the engine records the exit).
     ///
     /// The evidence, in order: the container's memory cgroup counts an OOM kill (read at once, since the engine
-    /// deletes the cgroup moments after the exit); the engine's `OOMKilled` flag; or the container ended by SIGKILL
-    /// (exit status 137) that the host did not send while the kernel's OOM-kill count rose during the session.
-    /// The last is for engines that do not record OOM kills (podman with runc on cgroup v1 does not) when the
-    /// cgroup is already gone; SIGKILL from inside (`os.kill(os.getpid(), 9)`) during an unrelated OOM kill
-    /// elsewhere would fool it, which costs only a wrong label on a dead sandbox.
-    func wasKilledForMemory() -> Bool {
+    /// deletes the cgroup moments after the exit); the engine's `OOMKilled` flag while the container is still
+    /// listed; or the container ended by SIGKILL (exit status 137, from the engine's record or, once `--rm` has
+    /// removed the container, from the `run` client's own exit status, which is the container's) that the host did
+    /// not send while the kernel's OOM-kill count rose during the session. The last is for engines that do not record
+    /// OOM kills (podman with runc on cgroup v1 does not) when the cgroup is already gone; SIGKILL from inside
+    /// (`os.kill(os.getpid(), 9)`) during an unrelated OOM kill elsewhere would fool it, which costs only a wrong
+    /// label on a dead sandbox.
+    /// - Parameter clientExitStatus: the `run` client's raw wait status once it has exited (waiting a little), or
+    ///   `nil`.
+    func wasKilledForMemory(clientExitStatus: () -> Int32?) -> Bool {
         if killed.load(ordering: .acquiring) { return false }
         let id = cidFile.flatMap { try? String(contentsOfFile: $0, encoding: .utf8) }?
             .trimmingCharacters(in: .whitespacesAndNewlines)
@@ -351,18 +357,20 @@ final class ContainerHandle: Sendable {
                         "{{.State.Status}} {{.State.ExitCode}} {{.State.OOMKilled}}", "--",
                         name,
                     ], timeout: .seconds(10)), done.succeeded
-            else { return false }
+            else { break }  // removed already (--rm): the client's exit status is what is left
             let fields = String(decoding: done.stdout, as: UTF8.self).split(separator: " ").map {
                 $0.trimmingCharacters(in: .whitespacesAndNewlines)
             }
-            guard fields.count == 3 else { return false }
+            guard fields.count == 3 else { break }
             if fields[0] == "running" || fields[0] == "stopping" {
                 usleep(100_000)
                 continue
             }
             return fields[2] == "true" || (fields[1] == "137" && Self.kernelOOMKills() > oomKillsAtStart)
         }
-        return false
+        guard let status = clientExitStatus() else { return false }
+        // A normal exit of the client with the container's status (`WIFEXITED`, then `WEXITSTATUS`).
+        return status & 0x7f == 0 && (status >> 8) & 0xff == 137 && Self.kernelOOMKills() > oomKillsAtStart
     }
 
     /// OOM kills counted in the container's memory cgroup, where the usual engine layouts put it (cgroup v1 or v2;

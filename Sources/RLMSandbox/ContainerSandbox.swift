@@ -107,9 +107,11 @@ public struct ContainerSandbox: Sandbox {
         do {
             // Its own process group: a terminal's Ctrl-C reaches the host, which kills the container by name,
             // rather than the client, which would leave the container running.
+            // In the session's private directory: the engine's monitor (conmon) writes an `oom` file into its
+            // working directory when the container is killed for memory, which must not land in the user's.
             process = try await ChildProcess.spawn(
                 path: engine.path, arguments: argv, environment: engine.environment, dataPipe: false,
-                newProcessGroup: true)
+                newProcessGroup: true, workingDirectory: container.directory)
         } catch {
             await offPool { container.remove() }
             lease.release()
@@ -122,7 +124,7 @@ public struct ContainerSandbox: Sandbox {
                 await offPool { container.remove() }
                 lease.release()
             },
-            memoryExceeded: { container.wasKilledForMemory() })
+            memoryExceeded: { container.wasKilledForMemory { process.waitForExit(upTo: .seconds(10)) } })
         do {
             return try await WorkerSession.start(
                 host: host, configuration: configuration, payload: WorkerSource.data, workDir: LaunchPlan.workDir,

@@ -51,8 +51,10 @@ final class ChildProcess: Sendable {
     ///     write to (``dataOutFD``).
     ///   - newProcessGroup: start the child in a process group of its own, so ``kill()`` reaches whatever it starts
     ///     (a user's command that runs a shell, say).
+    ///   - workingDirectory: the child's working directory; `nil` keeps this process's.
     static func spawn(
-        path: String, arguments: [String], environment: [String], dataPipe: Bool = false, newProcessGroup: Bool = false
+        path: String, arguments: [String], environment: [String], dataPipe: Bool = false, newProcessGroup: Bool = false,
+        workingDirectory: String? = nil
     ) async throws -> ChildProcess {
         // The launcher arms PR_SET_PDEATHSIG, which fires when the *thread* that spawned it exits, so spawn from one
         // thread that lives as long as the process, never from a pool thread that may be retired. The caller waits
@@ -61,12 +63,13 @@ final class ChildProcess: Sendable {
         try await SpawnThread.shared.run {
             try spawnHere(
                 path: path, arguments: arguments, environment: environment, dataPipe: dataPipe,
-                newProcessGroup: newProcessGroup)
+                newProcessGroup: newProcessGroup, workingDirectory: workingDirectory)
         }
     }
 
     private static func spawnHere(
-        path: String, arguments: [String], environment: [String], dataPipe: Bool, newProcessGroup: Bool = false
+        path: String, arguments: [String], environment: [String], dataPipe: Bool, newProcessGroup: Bool = false,
+        workingDirectory: String? = nil
     ) throws -> ChildProcess {
         var stdinPipe: [Int32] = [-1, -1]
         var stdoutPipe: [Int32] = [-1, -1]
@@ -106,6 +109,7 @@ final class ChildProcess: Sendable {
             posix_spawn_file_actions_adddup2(&actions, data[0], 3)
             posix_spawn_file_actions_adddup2(&actions, dataOut[1], 4)
         }
+        if let workingDirectory { _ = crlm_spawn_file_actions_addchdir(&actions, workingDirectory) }
 
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
@@ -175,6 +179,20 @@ final class ChildProcess: Sendable {
                 waiters.forEach { $0.resume(returning: status) }
             }
         }
+    }
+
+    /// Waits up to `timeout` for the process to exit and returns its raw wait status, or `nil` if it still runs.
+    /// Blocks the calling thread: call it off the cooperative pool.
+    func waitForExit(upTo timeout: Duration) -> Int32? {
+        let done = DispatchSemaphore(value: 0)
+        let status = Mutex<Int32?>(nil)
+        Task {
+            let reaped = await waitForExit()
+            status.withLock { $0 = reaped }
+            done.signal()
+        }
+        _ = done.wait(timeout: .now() + max(0, min(timeout.inSeconds, 86_400)))
+        return status.withLock { $0 }
     }
 
     /// Records a status reaped by someone else (``runToCompletion(_:input:timeout:outputLimit:)``), so ``kill()``

@@ -103,6 +103,62 @@ struct BackendCLITests {
         #expect(json["timed_out"] as? Bool == false)
     }
 
+    /// `podman ps --all` names of the SwiftRLM containers whose owner label is `pid`.
+    static func containers(ownedBy pid: Int32) -> [String] {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/podman")
+        process.arguments = [
+            "ps", "--all", "--filter", "label=swiftrlm.sandbox=1", "--filter", "label=swiftrlm.host-pid=\(pid)",
+            "--format", "{{.Names}}",
+        ]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        guard (try? process.run()) != nil else { return ["(podman ps could not run)"] }
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { return ["(podman ps failed)"] }
+        return String(decoding: data, as: UTF8.self).split(separator: "\n").map(String.init)
+    }
+
+    /// The host process dies outright (SIGKILL: no cleanup of its own runs) while its container spins in a cell:
+    /// the container still goes, without waiting for another rlm to sweep it. The engine client, in a process group
+    /// of its own, sees its stdin close; the worker's reader sees the channel end and exits; `--rm` has the engine
+    /// remove the container.
+    @Test(
+        "a container does not outlive its rlm killed outright",
+        .enabled(if: present.contains { $0.name == "container" }))
+    func aKilledHostLeavesNoContainer() async throws {
+        let backend = try #require(Self.present.first { $0.name == "container" })
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try rlmBinary())
+        process.arguments = ["sandbox", "exec"] + backend.flags + ["--timeout", "600", "-"]
+        process.environment = ["PATH": "/usr/bin:/bin", "HOME": NSTemporaryDirectory()]
+        let input = Pipe()
+        process.standardInput = input
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        input.fileHandleForWriting.write(Data("while True:\n    pass\n".utf8))
+        try input.fileHandleForWriting.close()
+        let pid = process.processIdentifier
+        // Running: the container is listed under this owner, and a moment later its cell is spinning.
+        let listed = ContinuousClock.now + .seconds(60)
+        while Self.containers(ownedBy: pid).isEmpty && ContinuousClock.now < listed {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let before = Self.containers(ownedBy: pid)
+        try #require(before.count == 1, "rlm sandbox exec started no container: \(before)")
+        try await Task.sleep(for: .seconds(1))
+        kill(pid, SIGKILL)
+        process.waitUntilExit()
+        let gone = ContinuousClock.now + .seconds(30)
+        while !Self.containers(ownedBy: pid).isEmpty && ContinuousClock.now < gone {
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect(Self.containers(ownedBy: pid).isEmpty, "\(before) outlived rlm (SIGKILL)")
+    }
+
     @Test("setup errors exit 2 with a message naming what to do")
     func setupErrors() async throws {
         let noCommand = try await runRLM(["sandbox", "exec", "--backend", "command", "-"], stdin: "1")

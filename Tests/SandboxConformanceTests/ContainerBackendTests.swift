@@ -111,7 +111,8 @@ struct ContainerBackendTests {
             options: .init(image: "img", cpus: 1.5), runtime: "/usr/bin/runc", cidFile: "/tmp/x/id")
         let line = argv.joined(separator: " ")
         for flag in [
-            "run --interactive --pull never --name swiftrlm-1-abc", "--network none", "--ipc none", "--cap-drop ALL",
+            "run --interactive --rm --pull never --name swiftrlm-1-abc", "--network none", "--ipc none",
+            "--cap-drop ALL",
             "--security-opt no-new-privileges", "--read-only --read-only-tmpfs=false",
             "--tmpfs /tmp:rw,size=67108864,mode=1777,nosuid,nodev,noexec", "--user 65534:65534",
             "--memory 603979776 --memory-swap 603979776", "--cpus 1.50", "--pids-limit 48",
@@ -371,6 +372,14 @@ struct ContainerBackendTests {
 
     @Test(.enabled(if: ContainerTestMachine.ready, ContainerTestMachine.reason))
     func memoryBombIsKilledAndReportedAsMemory() async throws {
+        // conmon writes an `oom` file into its working directory on a memory kill: never into the user's.
+        let strayOOMFile = FileManager.default.currentDirectoryPath + "/oom"
+        let hadStrayOOMFile = FileManager.default.fileExists(atPath: strayOOMFile)
+        defer {
+            #expect(
+                hadStrayOOMFile || !FileManager.default.fileExists(atPath: strayOOMFile),
+                "the engine wrote \(strayOOMFile)")
+        }
         try await ContainerTestMachine.withSession { session, _ in
             // Each process stays under the data ulimit, so only the container's memory cgroup can stop them: the
             // worker fills the work dir (tmpfs pages count against the container and cannot be dropped) and holds

@@ -7,6 +7,12 @@ int crlm_pipe_cloexec(int fds[2]);
 /// The Landlock ABI version the kernel offers, or 0 when it has none.
 int crlm_landlock_abi(void);
 
+#include <spawn.h>
+
+/// posix_spawn_file_actions_addchdir_np (glibc ≥ 2.29): the child changes to `path` before it execs. Returns 0 or
+/// an error number.
+int crlm_spawn_file_actions_addchdir(posix_spawn_file_actions_t *actions, const char *path);
+
 #include <stdint.h>
 
 /// Opens `path` below the directory `dirfd` for reading with openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
