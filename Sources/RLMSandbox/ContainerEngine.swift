@@ -286,7 +286,7 @@ final class ContainerHandle: Sendable {
     /// The session's private directory (0700, under /tmp): the id file, and the engine client's working directory.
     var directory: String? { cidFile.map { ($0 as NSString).deletingLastPathComponent } }
     private let killed = Atomic<Bool>(false)
-    /// The kernel's count of OOM kills when the session started (see ``wasKilledForMemory()``).
+    /// The kernel's count of OOM kills when the session started (see ``wasKilledForMemory(clientExitStatus:)``).
     private let oomKillsAtStart: Int
 
     /// - Parameters:
@@ -368,9 +368,9 @@ final class ContainerHandle: Sendable {
             }
             return fields[2] == "true" || (fields[1] == "137" && Self.kernelOOMKills() > oomKillsAtStart)
         }
+        // The client exits normally with the container's status.
         guard let status = clientExitStatus() else { return false }
-        // A normal exit of the client with the container's status (`WIFEXITED`, then `WEXITSTATUS`).
-        return status & 0x7f == 0 && (status >> 8) & 0xff == 137 && Self.kernelOOMKills() > oomKillsAtStart
+        return exitStatusCode(status) == 137 && Self.kernelOOMKills() > oomKillsAtStart
     }
 
     /// OOM kills counted in the container's memory cgroup, where the usual engine layouts put it (cgroup v1 or v2;

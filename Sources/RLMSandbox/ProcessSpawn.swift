@@ -311,9 +311,12 @@ let ignoreSIGPIPE: Void = {
 
 /// Describes a raw wait status: "exit status 3", "killed by signal 9".
 func describeWaitStatus(_ status: Int32) -> String {
-    let signal = status & 0x7f
-    if signal == 0 { return "exit status \((status >> 8) & 0xff)" }
-    return "killed by signal \(signal)"
+    exitStatusCode(status).map { "exit status \($0)" } ?? "killed by signal \(status & 0x7f)"
+}
+
+/// The exit code of a raw wait status (`WEXITSTATUS`), or `nil` when a signal ended the process.
+func exitStatusCode(_ status: Int32) -> Int32? {
+    status & 0x7f == 0 ? (status >> 8) & 0xff : nil
 }
 
 func errnoText() -> String {

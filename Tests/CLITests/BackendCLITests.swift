@@ -104,21 +104,15 @@ struct BackendCLITests {
     }
 
     /// `podman ps --all` names of the SwiftRLM containers whose owner label is `pid`.
-    static func containers(ownedBy pid: Int32) -> [String] {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/podman")
-        process.arguments = [
-            "ps", "--all", "--filter", "label=swiftrlm.sandbox=1", "--filter", "label=swiftrlm.host-pid=\(pid)",
-            "--format", "{{.Names}}",
-        ]
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        guard (try? process.run()) != nil else { return ["(podman ps could not run)"] }
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { return ["(podman ps failed)"] }
-        return String(decoding: data, as: UTF8.self).split(separator: "\n").map(String.init)
+    static func containers(ownedBy pid: Int32) async throws -> [String] {
+        let listed = try await runProgram(
+            "/usr/bin/podman",
+            [
+                "ps", "--all", "--filter", "label=swiftrlm.sandbox=1", "--filter", "label=swiftrlm.host-pid=\(pid)",
+                "--format", "{{.Names}}",
+            ], checkLeftovers: false)
+        try #require(listed.status == 0, "podman ps: \(listed.stderr)")
+        return listed.stdout.split(separator: "\n").map(String.init)
     }
 
     /// The host process dies outright (SIGKILL: no cleanup of its own runs) while its container spins in a cell:
@@ -144,19 +138,19 @@ struct BackendCLITests {
         let pid = process.processIdentifier
         // Running: the container is listed under this owner, and a moment later its cell is spinning.
         let listed = ContinuousClock.now + .seconds(60)
-        while Self.containers(ownedBy: pid).isEmpty && ContinuousClock.now < listed {
+        while try await Self.containers(ownedBy: pid).isEmpty && ContinuousClock.now < listed {
             try await Task.sleep(for: .milliseconds(100))
         }
-        let before = Self.containers(ownedBy: pid)
+        let before = try await Self.containers(ownedBy: pid)
         try #require(before.count == 1, "rlm sandbox exec started no container: \(before)")
         try await Task.sleep(for: .seconds(1))
         kill(pid, SIGKILL)
         process.waitUntilExit()
         let gone = ContinuousClock.now + .seconds(30)
-        while !Self.containers(ownedBy: pid).isEmpty && ContinuousClock.now < gone {
+        while try await !Self.containers(ownedBy: pid).isEmpty && ContinuousClock.now < gone {
             try await Task.sleep(for: .milliseconds(200))
         }
-        #expect(Self.containers(ownedBy: pid).isEmpty, "\(before) outlived rlm (SIGKILL)")
+        #expect(try await Self.containers(ownedBy: pid).isEmpty, "\(before) outlived rlm (SIGKILL)")
     }
 
     @Test("setup errors exit 2 with a message naming what to do")
