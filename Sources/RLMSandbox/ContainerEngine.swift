@@ -72,7 +72,8 @@ struct ContainerEngine: Sendable, Hashable {
                     "the container engine '\(preferred)' was not found"
                         + (preferred.contains("/") ? " (not an executable file)" : " in PATH") + ": " + installHint)
             }
-            let engine = ContainerEngine(path: path)
+            // Absolute: the client runs in the session's own directory, where a relative path means nothing.
+            let engine = ContainerEngine(path: URL(fileURLWithPath: path).standardizedFileURL.path)
             if engine.kind == .docker, let problem = engine.daemonProblem() {
                 throw SandboxError.setup(
                     "docker at \(path) cannot reach its daemon (\(problem)): start the docker daemon, or "
@@ -106,7 +107,10 @@ struct ContainerEngine: Sendable, Hashable {
     /// `--runtime` for `podman run`: the explicit one, else runc when installed; docker only takes an explicit one
     /// (a name registered with its daemon).
     func runtimeArgument(_ explicit: String?) -> String? {
-        if let explicit, !explicit.isEmpty { return explicit }
+        if let explicit, !explicit.isEmpty {
+            // A path is made absolute (the client runs in the session's own directory); a bare name is the engine's.
+            return explicit.contains("/") ? URL(fileURLWithPath: explicit).standardizedFileURL.path : explicit
+        }
         guard kind == .podman else { return nil }
         for candidate in ["runc", "/usr/sbin/runc", "/usr/bin/runc", "/usr/local/sbin/runc"] {
             if let path = SwiftRLMPaths.executable(named: candidate) { return path }

@@ -147,7 +147,8 @@ final class WasmSystemInterface: @unchecked Sendable {
             guard let path = Self.guestPath(memory, at: args[2].u32, length: args[3].u32) else {
                 return [.i32(WASIErrno.fault)]
             }
-            let existing = self.pathStat(dir: args[0].u32, path: path)
+            // Looked up only when the open may create or truncate (imports open read-only, many times).
+            let existing = args[4].u32 & (1 | 8) != 0 ? self.pathStat(dir: args[0].u32, path: path) : nil
             // A new file costs its name and a node.
             let creating = args[4].u32 & 1 != 0 && existing == nil  // O_CREAT
             let cost = Self.nodeCost(path)
@@ -446,14 +447,6 @@ final class WasmSystemInterface: @unchecked Sendable {
             (try? fdstat.implementation(scratch, [.i32(fd), .i32(0)]))?.first?.u32 == WASIErrno.success
         else { return false }
         return scratch.bytes[2] & 1 != 0  // FDFLAGS_APPEND
-    }
-
-    /// The size of the regular file at a guest path (relative to the directory `dir`), or `nil`.
-    private func pathSize(_ memory: Memory, dir: UInt32, path: UInt32, length: UInt32) -> Int? {
-        guard let bytes = Self.guestPath(memory, at: path, length: length), let stat = pathStat(dir: dir, path: bytes),
-            stat.type == 4
-        else { return nil }
-        return stat.size
     }
 
     /// The type (3 directory, 4 regular file) and size of what a path (relative to the directory `dir`) names.
