@@ -124,7 +124,10 @@ public struct ContainerSandbox: Sandbox {
                 await offPool { container.remove() }
                 lease.release()
             },
-            memoryExceeded: { container.wasKilledForMemory { process.waitForExit(upTo: .seconds(10)) } })
+            memoryExceeded: { container.wasKilledForMemory { process.waitForExit(upTo: .seconds(10)) } },
+            // The container is killed by name; its client then exits by itself (after --rm's removal) and says why a
+            // container that failed to start failed, unless it is still there 5 s later.
+            clientGrace: .seconds(5))
         do {
             return try await WorkerSession.start(
                 host: host, configuration: configuration, payload: WorkerSource.data, workDir: LaunchPlan.workDir,

@@ -35,6 +35,7 @@ package final class ProcessWorkerHost: WorkerHost {
     private let extraKill: (@Sendable () -> Void)?
     private let cleanup: (@Sendable () async -> Void)?
     private let oom: (@Sendable () -> Bool)?
+    private let clientGrace: Duration?
     package let identity: String
     /// The sandbox's own cgroups, when it has some (for tests that check nothing outlives a session).
     let cgroupDirectories: [String]
@@ -46,11 +47,15 @@ package final class ProcessWorkerHost: WorkerHost {
     ///   - cleanup: run once the child has exited, e.g. removing a container or cgroups.
     ///   - memoryExceeded: whether the worker was killed for memory.
     ///   - cgroupDirectories: the worker's own cgroups, if any.
+    ///   - clientGrace: with a `kill` that stops the worker by itself (a container killed by name), how long the
+    ///     child — only a client then — may take to exit on its own before it is killed too, so that its last words on
+    ///     stderr (why the container did not start) are not lost; `nil` kills the child at once.
     init(
         process: ChildProcess, identity: String? = nil, kill: (@Sendable () -> Void)? = nil,
         cleanup: (@Sendable () async -> Void)? = nil, memoryExceeded: (@Sendable () -> Bool)? = nil,
-        cgroupDirectories: [String] = []
+        cgroupDirectories: [String] = [], clientGrace: Duration? = nil
     ) {
+        self.clientGrace = clientGrace
         self.process = process
         self.cgroupDirectories = cgroupDirectories
         self.identity = identity ?? "pid \(process.pid)"
@@ -66,8 +71,17 @@ package final class ProcessWorkerHost: WorkerHost {
     }
 
     package func kill() {
-        process.kill()
-        extraKill?()
+        guard let clientGrace, let extraKill else {
+            process.kill()
+            extraKill?()
+            return
+        }
+        extraKill()
+        let process = process
+        Task {
+            try? await Task.sleep(for: clientGrace)
+            process.kill()  // nothing once it has been reaped
+        }
     }
 
     package func waitForExit() async -> String {
